@@ -1,0 +1,114 @@
+"""Command line: ``python -m sslteach list`` and ``python -m sslteach train METHOD [options]``.
+
+Every :class:`~sslteach.train.TrainConfig` field and every field of the method's configuration becomes a flag
+(``lambda_u`` -> ``--lambda-u``), with the help text and range taken from the field's metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import MISSING, fields
+
+from .data import DATASETS, OFFLINE_DATASETS
+from .methods import METHODS
+from .train import TrainConfig, train
+
+TRAIN_HELP = {f.name: f for f in fields(TrainConfig)}
+
+
+def _bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def _add_field(parser, f, dest_prefix=""):
+    flag = "--" + f.name.replace("_", "-")
+    m = f.metadata or {}
+    default = f.default if f.default is not MISSING else None
+    kind = type(default)
+    helptext = m.get("help", "")
+    rng = ""
+    if m.get("low") is not None or m.get("high") is not None:
+        rng = f" [{m.get('low', '')}, {m.get('high', '')}]"
+    paper = f" (paper: {m['paper']})" if m.get("paper") is not None else ""
+    kw = {"dest": dest_prefix + f.name, "default": None, "help": f"{helptext}{rng}{paper} (default: {default})"}
+    if kind is bool:
+        kw["type"] = _bool
+        kw["metavar"] = "BOOL"
+    elif kind in (int, float, str):
+        kw["type"] = kind
+    if m.get("choices"):
+        kw["choices"] = m["choices"]
+    parser.add_argument(flag, **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sslteach", description="sslteach: semi-supervised learning, "
+                                "one paper at a time.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the methods and datasets")
+    tp = sub.add_parser("train", help="train one method and print a one-line result",
+                        description="Train METHOD; every option below has a sensible default.")
+    tp.add_argument("method", help=f"one of: {', '.join(METHODS)}")
+    tp.add_argument("--dataset", default="digits", help=f"one of: {', '.join(DATASETS)} (default: digits)")
+    tp.add_argument("--labels-per-class", type=int, default=2, dest="labels_per_class",
+                    help="labeled images per class (default: 2)")
+    tp.add_argument("--out", default=None, help="write the result (with its history) to this JSON file")
+    for name in ("steps", "seed", "device"):
+        _add_field(tp, TRAIN_HELP[name])
+    g = tp.add_argument_group("training loop")
+    for f in fields(TrainConfig):
+        if f.name not in ("steps", "seed", "device", "progress"):
+            _add_field(g, f)
+    tp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    seen = set(TRAIN_HELP)
+    for name, cls in METHODS.items():
+        mfields = [f for f in fields(cls.Config) if f.name not in seen]
+        if mfields:
+            grp = tp.add_argument_group(f"{name} options")
+            for f in mfields:
+                _add_field(grp, f)
+                seen.add(f.name)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        print("methods:")
+        for name, cls in METHODS.items():
+            opts = ", ".join(f.name for f in fields(cls.Config))
+            print(f"  {name:22s} {cls.summary}" + (f"  [options: {opts}]" if opts else ""))
+        print("datasets:")
+        for d in DATASETS:
+            print(f"  {d:22s} {'offline' if d in OFFLINE_DATASETS else 'downloaded by torchvision'}")
+        return 0
+    if args.method not in METHODS:
+        parser.exit(2, f"error: unknown method {args.method!r}; valid values: {', '.join(METHODS)}\n")
+    method_fields = {f.name for f in fields(METHODS[args.method].Config)}
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    options = {k: given[k] for k in TRAIN_HELP if k in given}
+    options.update({k: given[k] for k in method_fields if k in given})
+    other_method_flags = [k for k in given if k not in options and k not in
+                          ("command", "method", "dataset", "labels_per_class", "out", "no_progress")]
+    if other_method_flags:
+        flags = ", ".join("--" + k.replace("_", "-") for k in other_method_flags)
+        parser.exit(2, f"error: {flags} do(es) not apply to method {args.method!r}\n")
+    options["progress"] = not args.no_progress
+    try:
+        result = train(args.method, args.dataset, labels_per_class=args.labels_per_class, **options)
+    except (ValueError, RuntimeError) as e:
+        parser.exit(2, f"error: {e}\n")
+    print(result.summary())
+    if args.out:
+        result.save_json(args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""One module per paper. ``get_method(name, **options)`` builds a method; ``METHODS`` lists them."""
+from __future__ import annotations
+
+from ..utils import check_choice
+from .base import Method, MethodConfig, param
+from .supervised import Supervised
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+register(Supervised)
+
+
+def get_method(name: str, **options) -> Method:
+    """A fresh method object: ``get_method("fixmatch", tau=0.9)``."""
+    check_choice("method", name, METHODS)
+    return METHODS[name](**options)
+
+
+__all__ = ["METHODS", "Method", "MethodConfig", "get_method", "param", "register"]

@@ -1,0 +1,109 @@
+"""What every method is made of: a configuration dataclass and a ``step``.
+
+A method's configuration fields carry ``metadata`` (``help``, and ``low``/``high``/``step`` for numbers) from which
+the command line builds its flags and the widgets their sliders — one source for both.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..utils import check_choice, check_float, check_int
+
+
+def param(default, help: str, low=None, high=None, step=None, choices=None, paper=None):
+    """A configuration field with the metadata the CLI and the widgets use. ``paper`` notes the paper's value
+    where our CPU default differs."""
+    meta = {"help": help, "low": low, "high": high, "step": step, "choices": choices, "paper": paper}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class MethodConfig:
+    """Base class of every method's configuration: validates each field against its metadata."""
+
+    def validate(self):
+        for f in fields(self):
+            v, m = getattr(self, f.name), f.metadata
+            if m.get("choices"):
+                check_choice(f.name, v, m["choices"])
+            elif isinstance(f.default, bool):
+                if not isinstance(v, bool):
+                    raise ValueError(f"{f.name} must be True or False; got {v!r}")
+            elif isinstance(f.default, int):
+                check_int(f.name, v, m.get("low"), m.get("high"))
+            elif isinstance(f.default, float):
+                check_float(f.name, v, m.get("low"), m.get("high"))
+        return self
+
+
+class Method:
+    """Base class. Subclasses set ``name``, ``Config``, ``summary``; implement :meth:`step`; and may override
+    :meth:`setup` (build a teacher, a memory bank ...), :meth:`after_step` (EMA updates) and :meth:`eval_models`
+    (extra models whose test accuracy is logged, e.g. ``{"teacher": ...}``). ``report`` names the model whose
+    accuracy is the run's headline number (``None``: the trainer's EMA model, or the model itself)."""
+
+    name = "method"
+    summary = ""
+    paper = ""
+    Config = MethodConfig
+    report: str | None = None
+
+    def __init__(self, config: MethodConfig | None = None, **overrides):
+        if config is None:
+            try:
+                config = self.Config(**overrides)
+            except TypeError as e:
+                valid = ", ".join(f.name for f in fields(self.Config)) or "none"
+                raise ValueError(f"unknown option for method {self.name!r} ({e}); its options: {valid}") from None
+        elif overrides:
+            raise ValueError("pass either a config object or keyword options, not both")
+        self.config = config.validate()
+
+    # ---- what the trainer calls
+    def unlabeled_ratio(self) -> float:
+        """mu: unlabeled images per labeled image in a batch (0: the method uses no unlabeled data)."""
+        return float(getattr(self.config, "mu", 0))
+
+    def setup(self, model: nn.Module, split, ctx) -> None:
+        """Called once before training, with the model already on its device."""
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters that live outside the model (a projection head ...)."""
+        return []
+
+    def step(self, model: nn.Module, batch, ctx) -> tuple[torch.Tensor, dict]:
+        """One training step: return the total loss (a scalar with a graph) and a dict of scalar diagnostics."""
+        raise NotImplementedError
+
+    def after_step(self, model: nn.Module, ctx) -> None:
+        """Called after each optimizer step (EMA teachers update here)."""
+
+    def eval_models(self) -> dict[str, nn.Module]:
+        return {}
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config_dict().items())
+        return f"{type(self).__name__}({args})"
+
+
+def supervised_loss(logits_x_lb: torch.Tensor, y_lb: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the labeled batch, (1 / B) sum_b H(y_b, p_model(y | x_b)). Shapes ``[B, C]``, ``[B]``."""
+    return F.cross_entropy(logits_x_lb, y_lb)
+
+
+def pseudo_label_accuracy(pseudo: torch.Tensor, y_true: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+    """Share of the pseudo-labels that pass the mask and equal the hidden true label (NaN when none pass).
+    A diagnostic only: the true labels of unlabeled data never enter a loss."""
+    if y_true is None:
+        return torch.tensor(float("nan"))
+    m = mask > 0
+    if not m.any():
+        return torch.tensor(float("nan"))
+    return (pseudo[m] == y_true[m]).float().mean()

@@ -1,0 +1,160 @@
+"""Figures for the notebooks, sized and labelled to be readable on a projector (matplotlib)."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .data import Dataset, to_float
+
+PROJECTOR_STYLE = {"font.size": 13, "axes.titlesize": 15, "axes.labelsize": 13, "legend.fontsize": 12,
+                   "xtick.labelsize": 12, "ytick.labelsize": 12, "figure.dpi": 90, "axes.grid": True,
+                   "grid.alpha": 0.3, "lines.linewidth": 2.2}
+
+
+def use_projector_style() -> None:
+    """Large fonts and thick lines for every later matplotlib figure."""
+    plt.rcParams.update(PROJECTOR_STYLE)
+
+
+def _img(x: torch.Tensor) -> np.ndarray:
+    x = to_float(x).detach().cpu()
+    return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def show_images(x: torch.Tensor, y=None, class_names=None, ncols: int = 10, title: str | None = None,
+                size: float = 1.3):
+    """A grid of images ``[N, C, H, W]`` with their labels as titles."""
+    n = len(x)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.5 if title else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(_img(x[i]), cmap="gray", vmin=0, vmax=1)
+            if y is not None:
+                lab = int(y[i])
+                ax.set_title(class_names[lab] if class_names and lab >= 0 else str(lab), fontsize=11)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_dataset(ds: Dataset, per_class: int = 1, seed: int = 0):
+    """Examples of every class: images for image data, a scatter plot for 2-D points."""
+    if ds.kind == "points":
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        for c in range(ds.num_classes):
+            m = ds.y_train == c
+            ax.scatter(ds.x_train[m, 0], ds.x_train[m, 1], s=8, label=ds.class_names[c])
+        ax.set(title=f"{ds.name}: {len(ds.y_train)} training points", xlabel="$x_1$", ylabel="$x_2$")
+        ax.legend()
+        return fig
+    g = torch.Generator().manual_seed(seed)
+    idx = []
+    for c in range(ds.num_classes):
+        pool = torch.nonzero(ds.y_train == c).flatten()
+        idx.append(pool[torch.randperm(len(pool), generator=g)[:per_class]])
+    idx = torch.cat(idx)
+    return show_images(ds.x_train[idx], ds.y_train[idx], ds.class_names, ncols=ds.num_classes,
+                       title=f"{ds.name}: {len(ds.y_train)} training images of {tuple(ds.input_shape)}")
+
+
+def show_views(x: torch.Tensor, aug, n_strong: int = 3, seed: int | None = 0):
+    """A gallery of augmented views: each column one image; rows: original, weak view, ``n_strong`` strong views."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    x = to_float(x)
+    rows = [("original", x), ("weak", aug.weak(x))] + [(f"strong #{i + 1}", aug.strong(x)) for i in range(n_strong)]
+    n = len(x)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.4 * n + 1.2, 1.4 * len(rows)), squeeze=False)
+    for r, (name, v) in enumerate(rows):
+        for i in range(n):
+            ax = axes[r, i]
+            ax.imshow(_img(v[i]), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(name, fontsize=12)
+    fig.suptitle("Weak and strong views (each image its own random draw)")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def plot_decision_boundary(model, split, ax=None, title: str = "", resolution: int = 200, show_unlabeled=True):
+    """Two-moons: the model's predicted class over the plane, the unlabeled points (small, gray) and the labeled
+    points (large, coloured, black edge)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.5))
+    x_all = torch.cat([split.x_lb.cpu(), split.x_ulb.cpu()])
+    lo, hi = x_all.min(0).values - 0.5, x_all.max(0).values + 0.5
+    gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], resolution), torch.linspace(lo[1], hi[1], resolution),
+                            indexing="xy")
+    grid = torch.stack([gx.flatten(), gy.flatten()], 1)
+    from .train import predict
+
+    p = predict(model, grid)[:, 1].reshape(resolution, resolution)
+    ax.contourf(gx, gy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.45)
+    ax.contour(gx, gy, p, levels=[0.5], colors="k", linewidths=2)
+    if show_unlabeled:
+        ax.scatter(split.x_ulb[:, 0].cpu(), split.x_ulb[:, 1].cpu(), s=4, c="0.45", label="unlabeled")
+    ax.scatter(split.x_lb[:, 0].cpu(), split.x_lb[:, 1].cpu(), c=split.y_lb.cpu(), cmap="coolwarm", s=120,
+               edgecolors="k", linewidths=1.5, label="labeled")
+    ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$")
+    ax.legend(loc="lower left", fontsize=10)
+    return ax
+
+
+def plot_curves(results: dict, key: str = "test_acc_report", ax=None, title: str = "Test accuracy during training",
+                ylabel: str = "test accuracy"):
+    """One line per run: ``results`` maps a label to a :class:`~sslteach.train.TrainResult`."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.2))
+    for label, r in results.items():
+        s, v = r.history.series(key)
+        ax.plot(s, v, label=label)
+    ax.set(title=title, xlabel="training step", ylabel=ylabel)
+    ax.legend()
+    return ax
+
+
+def confidence_histogram(conf: torch.Tensor, correct: torch.Tensor, tau: float, ax=None, bins: int = 30):
+    """Histogram of the max-softmax confidence on unlabeled data, split into correct / wrong predictions, with the
+    threshold ``tau``; the title reports how many pass and how accurate those are."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.2))
+    conf, correct = conf.cpu().numpy(), correct.cpu().numpy().astype(bool)
+    edges = np.linspace(0, 1, bins + 1)
+    ax.hist([conf[correct], conf[~correct]], bins=edges, stacked=True, color=["tab:green", "tab:red"],
+            label=["pseudo-label correct", "pseudo-label wrong"])
+    ax.axvline(tau, color="k", linestyle="--", linewidth=2, label=f"threshold tau = {tau:.2f}")
+    passed = conf >= tau
+    rate = passed.mean()
+    acc = correct[passed].mean() if passed.any() else float("nan")
+    ax.set(xlabel="confidence max p(y|x) on unlabeled images", ylabel="number of images",
+           title=f"{rate:.0%} pass (quantity), {acc:.0%} of those correct (quality)")
+    ax.legend(loc="upper left")
+    return ax, float(rate), float(acc)
+
+
+def confusion_matrix_plot(y_true, y_pred, num_classes: int, class_names=None, ax=None, title="Pseudo-labels"):
+    """Rows: hidden true class; columns: pseudo-label. Counts in each cell."""
+    y_true, y_pred = torch.as_tensor(y_true).cpu(), torch.as_tensor(y_pred).cpu()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    cm.index_put_((y_true, y_pred), torch.ones_like(y_true), accumulate=True)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 5.2))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(num_classes):
+        for j in range(num_classes):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=9,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    names = class_names or [str(i) for i in range(num_classes)]
+    ax.set_xticks(range(num_classes), names, rotation=45 if len(names[0]) > 2 else 0)
+    ax.set_yticks(range(num_classes), names)
+    ax.set(xlabel="pseudo-label", ylabel="true class (hidden)", title=title)
+    ax.grid(False)
+    return cm

@@ -1,0 +1,353 @@
+"""Widgets the notebooks share: a training panel built from a method's configuration, with Train / Stop, live
+plotly curves and a table that keeps every run; and a label-budget explorer.
+
+Every panel is a plain object: ``panel.widget`` is what Jupyter shows (displaying the panel shows it), and
+``panel.run(...)`` trains synchronously, so tests drive the panels without a browser. In a notebook the Train
+button starts :meth:`TrainingPanel.start`, which trains in a background thread so the Stop button stays live.
+"""
+from __future__ import annotations
+
+import html
+import threading
+import traceback
+from dataclasses import fields
+
+import ipywidgets as W
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .data import OFFLINE_DATASETS, balanced_split, load_dataset
+from .methods import METHODS, get_method
+from .train import TrainResult, train
+
+#: Curves drawn in the right-hand plot when a method logs them.
+DIAGNOSTICS = ("loss", "loss_x", "loss_u", "loss_feat", "loss_in", "mask_rate", "pseudo_acc", "weight_u")
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
+
+
+def control_for(f, value=None) -> W.Widget:
+    """A widget for one configuration field, from its metadata: a slider for a number with a range, a checkbox for
+    a bool, a dropdown for choices. Sliders only update when released (``continuous_update=False``)."""
+    m = f.metadata or {}
+    v = f.default if value is None else value
+    desc = f.name
+    style = {"description_width": "110px"}
+    layout = W.Layout(width="360px")
+    tip = m.get("help", "")
+    if m.get("choices"):
+        return W.Dropdown(options=list(m["choices"]), value=v, description=desc, style=style, layout=layout,
+                          tooltip=tip)
+    if isinstance(f.default, bool):
+        return W.Checkbox(value=v, description=desc, indent=False, tooltip=tip)
+    lo, hi, st = m.get("low"), m.get("high"), m.get("step")
+    if isinstance(f.default, int):
+        hi = hi if hi is not None else max(10, 4 * int(f.default))
+        return W.IntSlider(value=v, min=lo if lo is not None else 0, max=hi, step=st or 1, description=desc,
+                           continuous_update=False, style=style, layout=layout, tooltip=tip)
+    if isinstance(f.default, float):
+        lo = lo if lo is not None else 0.0
+        hi = m.get("slider_high") or (hi if hi is not None else max(1.0, 4 * float(f.default)))
+        return W.FloatSlider(value=v, min=lo, max=hi, step=st or (hi - lo) / 100, description=desc,
+                             continuous_update=False, style=style, layout=layout, readout_format=".3g", tooltip=tip)
+    return W.Text(value=str(v), description=desc, style=style, layout=layout)
+
+
+class ResultsTable:
+    """Every finished run, one row each, for side-by-side comparison (rendered as an HTML table)."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.widget = W.HTML(self._html())
+
+    def add(self, result: TrainResult, label: str | None = None) -> dict:
+        knobs = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in result.method_config.items())
+        row = {"run": len(self.rows) + 1, "label": label or result.method, "method": result.method,
+               "dataset": result.dataset, "labels/class": result.labels_per_class, "seed": result.seed,
+               "options": knobs or "-", "steps": result.steps_done,
+               "test accuracy": result.test_accuracy, "seconds": result.wall_seconds,
+               "note": "stopped early" if result.interrupted else ""}
+        self.rows.append(row)
+        self.widget.value = self._html()
+        return row
+
+    def _html(self) -> str:
+        if not self.rows:
+            return "<i>No runs yet: press Train.</i>"
+        cols = list(self.rows[0])
+        head = "".join(f"<th style='padding:2px 8px'>{html.escape(c)}</th>" for c in cols)
+        body = ""
+        best = max(r["test accuracy"] for r in self.rows)
+        for r in self.rows:
+            cells = []
+            for c in cols:
+                v = r[c]
+                if c == "test accuracy":
+                    v = f"<b>{v:.1%}</b>" if v == best else f"{v:.1%}"
+                elif c == "seconds":
+                    v = f"{v:.1f}"
+                else:
+                    v = html.escape(str(v))
+                cells.append(f"<td style='padding:2px 8px'>{v}</td>")
+            body += "<tr>" + "".join(cells) + "</tr>"
+        return (f"<table class='sslteach-results' style='font-size:14px;border-collapse:collapse'>"
+                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+    def clear(self):
+        self.rows.clear()
+        self.widget.value = self._html()
+
+
+class LivePlot:
+    """Two plotly panels updated during training: test accuracy of every run (left; earlier runs stay for
+    comparison) and the current run's loss terms and diagnostics (right)."""
+
+    def __init__(self, title_left="Test accuracy", title_right="Loss terms and diagnostics (current run)"):
+        fig = make_subplots(rows=1, cols=2, subplot_titles=(title_left, title_right), horizontal_spacing=0.12)
+        fig.update_layout(height=380, width=980, margin=dict(l=60, r=20, t=50, b=50), font=dict(size=14),
+                          legend=dict(font=dict(size=12)), template="plotly_white")
+        fig.update_xaxes(title_text="training step", row=1, col=1)
+        fig.update_xaxes(title_text="training step", row=1, col=2)
+        fig.update_yaxes(title_text="accuracy", range=[0, 1], row=1, col=1)
+        fig.update_yaxes(title_text="value", row=1, col=2)
+        self.fig = go.FigureWidget(fig)
+        self._acc_trace = None
+        self._diag: dict[str, int] = {}
+
+    def begin_run(self, label: str, run_number: int) -> None:
+        with self.fig.batch_update():
+            # drop the previous run's diagnostic curves, keep every accuracy curve
+            self.fig.data = tuple(t for t in self.fig.data if getattr(t, "xaxis", "x") in ("x", None))
+            color = PALETTE[(run_number - 1) % len(PALETTE)]
+            self.fig.add_scatter(x=[], y=[], mode="lines+markers", name=f"#{run_number} {label}", row=1, col=1,
+                                 line=dict(color=color, width=3), legendgroup="acc")
+        self._acc_trace = len(self.fig.data) - 1
+        self._diag = {}
+
+    def update(self, record: dict) -> None:
+        with self.fig.batch_update():
+            t = self.fig.data[self._acc_trace]
+            t.x = tuple(t.x or ()) + (record["step"],)
+            t.y = tuple(t.y or ()) + (record["test_acc_report"],)
+            for k in DIAGNOSTICS:
+                if record.get(k) is None:
+                    continue
+                if k not in self._diag:
+                    self.fig.add_scatter(x=[], y=[], mode="lines", name=k, row=1, col=2,
+                                         line=dict(dash="dot" if k in ("mask_rate", "pseudo_acc") else "solid"))
+                    self._diag[k] = len(self.fig.data) - 1
+                d = self.fig.data[self._diag[k]]
+                d.x = tuple(d.x or ()) + (record["step"],)
+                d.y = tuple(d.y or ()) + (record[k],)
+
+    def points(self) -> int:
+        """Number of accuracy points of the current run (tests use it)."""
+        return 0 if self._acc_trace is None else len(self.fig.data[self._acc_trace].x or ())
+
+
+class TrainingPanel:
+    """Controls for one or more methods on one dataset: method choice, dataset, label budget, steps, seed, the
+    method's own knobs (rebuilt when the method changes), Train / Stop, live curves and the results table.
+
+    ``TrainingPanel(["supervised", "fixmatch"], steps=500)``; ``panel.run()`` trains with the current widget values
+    (keyword arguments override them) and returns the :class:`~sslteach.train.TrainResult`.
+    """
+
+    def __init__(self, methods=("supervised",), dataset: str = "digits", datasets=OFFLINE_DATASETS,
+                 labels_per_class: int = 2, steps: int = 500, seed: int = 0, device: str = "auto",
+                 max_labels: int = 20, max_steps: int = 3000, knobs: dict | None = None, hidden=(),
+                 train_options: dict | None = None):
+        methods = [methods] if isinstance(methods, str) else list(methods)
+        for m in methods:
+            if m not in METHODS:
+                raise ValueError(f"unknown method {m!r}; valid values: {', '.join(METHODS)}")
+        self.device = device
+        self.train_options = dict(train_options or {})
+        self.hidden = set(hidden)
+        self.knob_defaults = dict(knobs or {})
+        self.method = W.Dropdown(options=methods, value=methods[0], description="method",
+                                 layout=W.Layout(width="300px"))
+        self.dataset = W.Dropdown(options=list(datasets), value=dataset, description="dataset",
+                                  layout=W.Layout(width="300px"))
+        self.labels = W.IntSlider(value=labels_per_class, min=1, max=max_labels, description="labels/class",
+                                  continuous_update=False, style={"description_width": "110px"},
+                                  layout=W.Layout(width="360px"))
+        self.steps = W.IntSlider(value=steps, min=10, max=max(max_steps, steps), step=10, description="steps",
+                                 continuous_update=False, style={"description_width": "110px"},
+                                 layout=W.Layout(width="360px"))
+        self.seed = W.BoundedIntText(value=seed, min=0, max=10**6, description="seed", layout=W.Layout(width="200px"))
+        self.train_button = W.Button(description="Train", button_style="success", icon="play")
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.status = W.HTML("Ready.")
+        self.errors = W.Output()
+        self.knob_box = W.VBox()
+        self.knobs: dict[str, W.Widget] = {}
+        self.plot = LivePlot()
+        self.table = ResultsTable()
+        self.results: list[TrainResult] = []
+        self.trainer = None
+        self._thread: threading.Thread | None = None
+        self.method.observe(lambda ch: self._guard(self._build_knobs), names="value")
+        self.train_button.on_click(lambda b: self._guard(self.start))
+        self.stop_button.on_click(lambda b: self._guard(self.stop))
+        self._build_knobs()
+        left = W.VBox([self.method, self.dataset, self.labels, self.steps, self.seed])
+        buttons = W.HBox([self.train_button, self.stop_button, self.status])
+        self.widget = W.VBox([W.HBox([left, self.knob_box]), buttons, self.errors, self.plot.fig,
+                              W.HTML("<b>Runs so far</b>"), self.table.widget])
+        self.widget.add_class("sslteach-panel")
+
+    # ---------------------------------------------------------------- building
+    def _build_knobs(self):
+        cls = METHODS[self.method.value]
+        self.knobs = {f.name: control_for(f, self.knob_defaults.get(f.name))
+                      for f in fields(cls.Config) if f.name not in self.hidden}
+        self.knob_box.children = [W.HTML(f"<b>{cls.name}</b>: {html.escape(cls.summary)}")] + list(self.knobs.values())
+
+    def _guard(self, fn, *args):
+        """Run a widget callback; show any exception in the panel instead of losing it."""
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - shown to the user, not swallowed
+            self.status.value = f"<span style='color:#b00'>Error: {html.escape(str(e))}</span>"
+            with self.errors:
+                traceback.print_exc()
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    # ---------------------------------------------------------------- running
+    def options(self, **overrides) -> dict:
+        opts = {"method": self.method.value, "dataset": self.dataset.value, "labels_per_class": self.labels.value,
+                "steps": self.steps.value, "seed": self.seed.value, "device": self.device, "progress": False}
+        opts.update(self.train_options)
+        opts.update({k: w.value for k, w in self.knobs.items()})
+        opts.update(overrides)
+        return opts
+
+    def run(self, label: str | None = None, **overrides) -> TrainResult:
+        """Train once with the widgets' values (``overrides`` win); update the plot and the table live."""
+        opts = self.options(**overrides)
+        method = opts.pop("method")
+        label = label or method
+        run_number = len(self.results) + 1
+        self.plot.begin_run(label, run_number)
+        self.status.value = f"Training <b>{html.escape(label)}</b> (run {run_number})..."
+        self.train_button.disabled, self.stop_button.disabled = True, False
+
+        def hook(trainer):
+            self.trainer = trainer
+
+        def on_eval(trainer, record):
+            self.plot.update(record)
+            self.status.value = (f"Training <b>{html.escape(label)}</b>: step {record['step']}/{opts['steps']}, "
+                                 f"test accuracy {record['test_acc_report']:.1%}")
+
+        try:
+            result = train(method, callbacks={"on_eval": on_eval}, trainer_hook=hook, **opts)
+        finally:
+            self.train_button.disabled, self.stop_button.disabled = False, True
+        self.results.append(result)
+        self.table.add(result, label)
+        self.status.value = html.escape(result.summary())
+        return result
+
+    def start(self) -> threading.Thread:
+        """What the Train button does: :meth:`run` in a background thread, so Stop stays responsive."""
+        if self._thread is not None and self._thread.is_alive():
+            self.status.value = "A run is already in progress: press Stop first."
+            return self._thread
+        self.errors.clear_output()
+        self._thread = threading.Thread(target=self._guard, args=(self.run,), daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        """What the Stop button does: end the current run after this step; its curve and row are kept."""
+        if self.trainer is not None:
+            self.trainer.stop()
+            self.status.value = "Stopping..."
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+class BudgetExplorer:
+    """The start-here experiment: test accuracy against the number of labels per class for one method, with the
+    all-labels ceiling. Move the slider and press Train to add a point (each budget remembers its runs)."""
+
+    def __init__(self, method: str = "supervised", dataset: str = "digits", budgets=(1, 2, 5, 10, 20),
+                 steps: int = 300, seeds=(0,), device: str = "auto", train_options: dict | None = None):
+        self.method_name, self.dataset_name = method, dataset
+        self.steps, self.seeds, self.device = steps, tuple(seeds), device
+        self.train_options = dict(train_options or {})
+        self.budget = W.SelectionSlider(options=list(budgets), value=budgets[min(1, len(budgets) - 1)],
+                                        description="labels/class", continuous_update=False,
+                                        style={"description_width": "110px"}, layout=W.Layout(width="420px"))
+        self.train_button = W.Button(description="Train", button_style="success", icon="play")
+        self.status = W.HTML("Pick a label budget and press Train.")
+        self.errors = W.Output()
+        self.points: dict[int, list[float]] = {}
+        self.ceiling: float | None = None
+        fig = go.Figure()
+        fig.update_layout(height=400, width=760, template="plotly_white", font=dict(size=14),
+                          title=f"{method} on {dataset}: test accuracy against the label budget",
+                          xaxis=dict(title="labeled images per class (log scale)", type="log"),
+                          yaxis=dict(title="test accuracy", range=[0, 1]), margin=dict(l=60, r=20, t=60, b=50))
+        fig.add_scatter(x=[], y=[], mode="markers+lines", name="trained here", marker=dict(size=11))
+        fig.add_scatter(x=[], y=[], mode="lines", name="all labels (ceiling)", line=dict(dash="dash", color="black"))
+        self.fig = go.FigureWidget(fig)
+        self.train_button.on_click(lambda b: self._guard(self.run))
+        self.widget = W.VBox([W.HBox([self.budget, self.train_button]), self.status, self.errors, self.fig])
+
+    def _guard(self, fn, *a):
+        try:
+            return fn(*a)
+        except Exception as e:  # noqa: BLE001
+            self.status.value = f"<span style='color:#b00'>Error: {html.escape(str(e))}</span>"
+            with self.errors:
+                traceback.print_exc()
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _train(self, split, seed):
+        return train(self.method_name, split=split, steps=self.steps, seed=seed, device=self.device,
+                     progress=False, **self.train_options)
+
+    def run(self, budget: int | None = None) -> float:
+        """Train at ``budget`` labels per class (mean over the seeds) and add the point to the plot."""
+        budget = self.budget.value if budget is None else budget
+        self.status.value = f"Training with {budget} labels per class..."
+        ds = load_dataset(self.dataset_name)
+        accs = [self._train(balanced_split(ds, budget, seed=s), s).test_accuracy for s in self.seeds]
+        self.points.setdefault(budget, []).extend(accs)
+        self._redraw()
+        mean = sum(accs) / len(accs)
+        self.status.value = f"{budget} labels/class: test accuracy {mean:.1%} (mean of {len(accs)} run(s))"
+        return mean
+
+    def run_ceiling(self) -> float:
+        """Train once on *every* training label: the best this model can do with these steps."""
+        from .data import Split
+
+        ds = load_dataset(self.dataset_name)
+        split = Split(ds, ds.x_train, ds.y_train, ds.x_train[:0], ds.y_train[:0], ds.x_test, ds.y_test,
+                      "all_labels", 0, {"labels_per_class": int(ds.class_counts().min())})
+        self.ceiling = self._train(split, 0).test_accuracy
+        self._redraw()
+        return self.ceiling
+
+    def _redraw(self):
+        xs = sorted(self.points)
+        with self.fig.batch_update():
+            self.fig.data[0].x, self.fig.data[0].y = xs, [sum(self.points[b]) / len(self.points[b]) for b in xs]
+            if self.ceiling is not None:
+                lo = min(xs + [1])
+                hi = max(xs + [int(self.budget.options[-1])])
+                self.fig.data[1].x, self.fig.data[1].y = [lo, hi], [self.ceiling, self.ceiling]
