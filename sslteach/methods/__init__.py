@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..utils import check_choice
 from .base import Method, MethodConfig, param
+from .fixmatch import FixMatch
 from .supervised import Supervised
 
 METHODS: dict[str, type[Method]] = {}
@@ -14,6 +15,7 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 register(Supervised)
+register(FixMatch)
 
 
 def get_method(name: str, **options) -> Method:

@@ -1,0 +1,64 @@
+"""FixMatch — Sohn et al., "FixMatch: Simplifying Semi-Supervised Learning with Consistency and Confidence",
+NeurIPS 2020 (official code: google-research/fixmatch).
+
+The pseudo-label comes from the *weak* view, with the gradient stopped, and is kept only if the model is confident;
+the model is then trained to predict it on the *strong* view of the same image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .base import Method, MethodConfig, param, pseudo_label_accuracy, supervised_loss
+
+
+def fixmatch_unlabeled_loss(logits_x_ulb_w: torch.Tensor, logits_x_ulb_s: torch.Tensor, tau: float):
+    """FixMatch's unlabeled loss, Sohn et al. 2020, Eq. (4):
+
+        q_b = p_m(y | alpha(u_b))  (weak view, gradient stopped),   q_hat_b = argmax q_b
+        l_u = 1 / (mu B) * sum_b 1[max q_b >= tau] * H(q_hat_b, p_m(y | A(u_b)))
+
+    The sum runs over *all* mu*B unlabeled images: images below the threshold count as zeros in the mean.
+
+    Args: ``logits_x_ulb_w``, ``logits_x_ulb_s``: ``[mu*B, C]`` logits of the weak and strong views; ``tau`` in [0, 1].
+    Returns: ``(loss_u, mask [mu*B] of 0/1, pseudo_label [mu*B])``.
+    """
+    q = torch.softmax(logits_x_ulb_w.detach().float(), dim=1)  # stop-gradient: the target is a constant
+    max_q, pseudo_label = q.max(dim=1)
+    mask = (max_q >= tau).float()
+    loss_u = (F.cross_entropy(logits_x_ulb_s.float(), pseudo_label, reduction="none") * mask).mean()
+    return loss_u, mask, pseudo_label
+
+
+@dataclass
+class FixMatchConfig(MethodConfig):
+    tau: float = param(0.95, "confidence threshold tau for keeping a pseudo-label", 0.0, 1.0, 0.01)
+    lambda_u: float = param(1.0, "weight lambda_u of the unlabeled loss", 0.0, 10.0, 0.1)
+    mu: int = param(7, "unlabeled images per labeled image in a batch", 1, 16, 1)
+    strong: bool = param(True, "predict on the strong view (False: weak/weak consistency, the ablation)")
+
+
+class FixMatch(Method):
+    """total = l_s + lambda_u * l_u, one forward pass over [weak labeled, weak unlabeled, strong unlabeled]."""
+
+    name = "fixmatch"
+    summary = "confident weak-view pseudo-labels, learned on strong views (Sohn et al. 2020)"
+    paper = "Sohn et al., FixMatch, NeurIPS 2020"
+    Config = FixMatchConfig
+
+    def step(self, model, batch, ctx):
+        cfg = self.config
+        x_lb_w = ctx.aug.weak(batch.x_lb)
+        x_ulb_w = ctx.aug.weak(batch.x_ulb)
+        x_ulb_s = ctx.aug.strong(batch.x_ulb) if cfg.strong else ctx.aug.weak(batch.x_ulb)
+        logits, _ = model(torch.cat([x_lb_w, x_ulb_w, x_ulb_s]))
+        n_lb, n_ulb = len(x_lb_w), len(x_ulb_w)
+        logits_x_lb = logits[:n_lb]
+        logits_x_ulb_w, logits_x_ulb_s = logits[n_lb:].split(n_ulb)
+        loss_x = supervised_loss(logits_x_lb, batch.y_lb)
+        loss_u, mask, pseudo = fixmatch_unlabeled_loss(logits_x_ulb_w, logits_x_ulb_s, cfg.tau)
+        loss = loss_x + cfg.lambda_u * loss_u
+        return loss, {"loss_x": loss_x.detach(), "loss_u": loss_u.detach(), "mask_rate": mask.mean(),
+                      "pseudo_acc": pseudo_label_accuracy(pseudo, batch.y_ulb, mask)}
