@@ -112,16 +112,25 @@ class LivePlot:
         fig.update_yaxes(title_text="value", row=1, col=2)
         self.fig = go.FigureWidget(fig)
         self._acc_trace = None
+        self._extra: dict[str, int] = {}
         self._diag: dict[str, int] = {}
 
-    def begin_run(self, label: str, run_number: int) -> None:
+    def begin_run(self, label: str, run_number: int, extra_acc: dict[str, str] | None = None) -> None:
+        """Start a new accuracy curve. ``extra_acc`` maps more history keys to curve names, drawn dashed in the
+        same colour (e.g. ``{"test_acc": "student"}`` next to a teacher's headline curve)."""
         with self.fig.batch_update():
             # drop the previous run's diagnostic curves, keep every accuracy curve
             self.fig.data = tuple(t for t in self.fig.data if getattr(t, "xaxis", "x") in ("x", None))
             color = PALETTE[(run_number - 1) % len(PALETTE)]
             self.fig.add_scatter(x=[], y=[], mode="lines+markers", name=f"#{run_number} {label}", row=1, col=1,
                                  line=dict(color=color, width=3), legendgroup="acc")
-        self._acc_trace = len(self.fig.data) - 1
+            self._acc_trace = len(self.fig.data) - 1
+            self._extra = {}
+            for i, (key, name) in enumerate((extra_acc or {}).items()):
+                self.fig.add_scatter(x=[], y=[], mode="lines", name=f"#{run_number} {name}", row=1, col=1,
+                                     line=dict(color=color, width=2, dash=("dash", "dot", "dashdot")[i % 3]),
+                                     legendgroup="acc")
+                self._extra[key] = len(self.fig.data) - 1
         self._diag = {}
 
     def update(self, record: dict) -> None:
@@ -129,6 +138,10 @@ class LivePlot:
             t = self.fig.data[self._acc_trace]
             t.x = tuple(t.x or ()) + (record["step"],)
             t.y = tuple(t.y or ()) + (record["test_acc_report"],)
+            for key, idx in self._extra.items():
+                if record.get(key) is not None:
+                    e = self.fig.data[idx]
+                    e.x, e.y = tuple(e.x or ()) + (record["step"],), tuple(e.y or ()) + (record[key],)
             for k in DIAGNOSTICS:
                 if record.get(k) is None:
                     continue
@@ -156,7 +169,7 @@ class TrainingPanel:
     def __init__(self, methods=("supervised",), dataset: str = "digits", datasets=OFFLINE_DATASETS,
                  labels_per_class: int = 2, steps: int = 500, seed: int = 0, device: str = "auto",
                  max_labels: int = 20, max_steps: int = 3000, knobs: dict | None = None, hidden=(),
-                 train_options: dict | None = None):
+                 train_options: dict | None = None, extra_acc: dict[str, str] | None = None):
         methods = [methods] if isinstance(methods, str) else list(methods)
         for m in methods:
             if m not in METHODS:
@@ -164,6 +177,7 @@ class TrainingPanel:
         self.device = device
         self.train_options = dict(train_options or {})
         self.hidden = set(hidden)
+        self.extra_acc = dict(extra_acc or {})
         self.knob_defaults = dict(knobs or {})
         self.method = W.Dropdown(options=methods, value=methods[0], description="method",
                                  layout=W.Layout(width="300px"))
@@ -233,7 +247,7 @@ class TrainingPanel:
         method = opts.pop("method")
         label = label or method
         run_number = len(self.results) + 1
-        self.plot.begin_run(label, run_number)
+        self.plot.begin_run(label, run_number, self.extra_acc)
         self.status.value = f"Training <b>{html.escape(label)}</b> (run {run_number})..."
         self.train_button.disabled, self.stop_button.disabled = True, False
 
