@@ -97,7 +97,8 @@ def main(argv=None) -> int:
                           ("command", "method", "dataset", "labels_per_class", "out", "no_progress")]
     if other_method_flags:
         flags = ", ".join("--" + k.replace("_", "-") for k in other_method_flags)
-        parser.exit(2, f"error: {flags} do(es) not apply to method {args.method!r}\n")
+        valid = ", ".join("--" + f.replace("_", "-") for f in sorted(method_fields)) or "none"
+        parser.exit(2, f"error: {flags} not an option of method {args.method!r} (its options: {valid})\n")
     options["progress"] = not args.no_progress
     try:
         result = train(args.method, args.dataset, labels_per_class=args.labels_per_class, **options)

@@ -291,7 +291,8 @@ def balanced_split(dataset: Dataset | str, labels_per_class: int, seed: int = 0)
     is_ulb[lb] = False
     ulb = torch.nonzero(is_ulb).flatten()
     return Split(ds, ds.x_train[lb], ds.y_train[lb], ds.x_train[ulb], ds.y_train[ulb], ds.x_test, ds.y_test,
-                 "balanced", seed, {"labels_per_class": labels_per_class})
+                 "balanced", seed, {"labels_per_class": labels_per_class, "labeled_index": lb,
+                                    "unlabeled_index": ulb})
 
 
 def long_tailed_counts(n_max: int, imbalance_ratio: float, num_classes: int) -> list[int]:

@@ -44,8 +44,22 @@ def _clean(o):
     return str(o)
 
 
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (the kernel) so far, in MiB (Linux and macOS)."""
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    except ImportError:  # Windows
+        return float("nan")
+
+
 def write_results(path: str | Path | None, **values) -> dict:
-    """Write ``values`` (numbers, lists, dicts) as JSON to ``path`` (skipped when ``path`` is empty)."""
+    """Write ``values`` (numbers, lists, dicts) as JSON to ``path`` (skipped when ``path`` is empty); the kernel's
+    peak memory is added as ``peak_memory_mb``."""
+    values.setdefault("peak_memory_mb", peak_memory_mb())
     data = _clean(values)
     if path:
         Path(path).write_text(json.dumps(data, indent=1))

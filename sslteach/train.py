@@ -138,7 +138,8 @@ class Batch:
     """One step's data, already on the device, *not yet augmented* (methods pick their own views).
 
     ``y_ulb`` are the hidden true labels of the unlabeled images: for diagnostics (pseudo-label accuracy) only.
-    ``idx_ulb`` are their positions in the unlabeled set (temporal ensembling keeps per-image targets).
+    ``idx_ulb`` are their positions in the unlabeled set (temporal ensembling keeps per-image targets);
+    ``idx_lb`` the labeled images' positions in the labeled set (a labeled memory bank, as in SimMatch).
     """
 
     x_lb: torch.Tensor
@@ -146,6 +147,7 @@ class Batch:
     x_ulb: torch.Tensor | None = None
     y_ulb: torch.Tensor | None = None
     idx_ulb: torch.Tensor | None = None
+    idx_lb: torch.Tensor | None = None
 
 
 @dataclass
@@ -359,7 +361,7 @@ class Trainer:
             while self.step < cfg.steps and not self.stop_requested:
                 ctx.step = self.step
                 i_lb = next(lb_sampler)
-                batch = Batch(to_float(split.x_lb[i_lb]), split.y_lb[i_lb])
+                batch = Batch(to_float(split.x_lb[i_lb]), split.y_lb[i_lb], idx_lb=i_lb)
                 if ulb_sampler is not None:
                     i_ulb = next(ulb_sampler)
                     batch.x_ulb, batch.y_ulb, batch.idx_ulb = to_float(split.x_ulb[i_ulb]), split.y_ulb[i_ulb], i_ulb
@@ -415,7 +417,7 @@ class Trainer:
 
 
 def train(method="supervised", dataset="digits", labels_per_class: int = 2, split: Split | None = None,
-          callbacks: dict | None = None, trainer_hook: Callable | None = None, model: nn.Module | None = None,
+          callbacks: dict | None = None, trainer_hook: Callable | None = None, network: nn.Module | None = None,
           **options) -> TrainResult:
     """Train ``method`` (a name or a method object) on ``dataset`` with ``labels_per_class`` labels per class.
 
@@ -426,7 +428,8 @@ def train(method="supervised", dataset="digits", labels_per_class: int = 2, spli
         result.test_accuracy, result.history.series("mask_rate")
 
     ``callbacks`` maps an event name to a function (see :class:`Trainer`); ``trainer_hook(trainer)`` is called
-    before training starts (the widgets use it to keep a handle for the Stop button).
+    before training starts (the widgets use it to keep a handle for the Stop button). ``network`` trains a given
+    ``nn.Module`` (returning ``(logits, features)``) instead of building one from ``model``.
     """
     from .methods import get_method
 
@@ -442,7 +445,7 @@ def train(method="supervised", dataset="digits", labels_per_class: int = 2, spli
         check_choice("dataset", dataset, DATASETS) if isinstance(dataset, str) else None
         split = balanced_split(load_dataset(dataset) if isinstance(dataset, str) else dataset, labels_per_class,
                                seed=config.seed)
-    trainer = Trainer(method, split, config, model=model)
+    trainer = Trainer(method, split, config, model=network)
     for event, fn in (callbacks or {}).items():
         trainer.add_callback(event, fn)
     if trainer_hook is not None:

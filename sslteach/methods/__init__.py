@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from ..utils import check_choice
 from .base import Method, MethodConfig, param
+from .crmatch import CRMatch
 from .fixmatch import FixMatch
+from .simmatch import SimMatch
 from .supervised import Supervised
 
 METHODS: dict[str, type[Method]] = {}
@@ -16,6 +18,8 @@ def register(cls: type[Method]) -> type[Method]:
 
 register(Supervised)
 register(FixMatch)
+register(CRMatch)
+register(SimMatch)
 
 
 def get_method(name: str, **options) -> Method:

@@ -20,11 +20,17 @@ def fixmatch_unlabeled_loss(logits_x_ulb_w: torch.Tensor, logits_x_ulb_s: torch.
         q_b = p_m(y | alpha(u_b))  (weak view, gradient stopped),   q_hat_b = argmax q_b
         l_u = 1 / (mu B) * sum_b 1[max q_b >= tau] * H(q_hat_b, p_m(y | A(u_b)))
 
-    The sum runs over *all* mu*B unlabeled images: images below the threshold count as zeros in the mean.
+    The sum runs over *all* mu*B unlabeled images: images below the threshold count as zeros in the mean (so the
+    loss shrinks when few images pass, as in the official code; it is not divided by the number that pass).
+    ``tau = 0`` keeps every image: plain hard pseudo-labelling of every strong view. The computation is done in
+    float32 even when the logits come from mixed precision.
 
     Args: ``logits_x_ulb_w``, ``logits_x_ulb_s``: ``[mu*B, C]`` logits of the weak and strong views; ``tau`` in [0, 1].
-    Returns: ``(loss_u, mask [mu*B] of 0/1, pseudo_label [mu*B])``.
+    Returns: ``(loss_u, mask [mu*B] of 0/1, pseudo_label [mu*B])``; the mask's mean is the "mask rate" (USB calls it
+    ``util_ratio``).
     """
+    if isinstance(tau, (int, float)) and not 0.0 <= tau <= 1.0:  # NaN fails too
+        raise ValueError(f"tau must be in [0, 1] (a probability threshold); got {tau}")
     q = torch.softmax(logits_x_ulb_w.detach().float(), dim=1)  # stop-gradient: the target is a constant
     max_q, pseudo_label = q.max(dim=1)
     mask = (max_q >= tau).float()
@@ -41,7 +47,13 @@ class FixMatchConfig(MethodConfig):
 
 
 class FixMatch(Method):
-    """total = l_s + lambda_u * l_u, one forward pass over [weak labeled, weak unlabeled, strong unlabeled]."""
+    """total = l_s + lambda_u * l_u, one forward pass over [weak labeled, weak unlabeled, strong unlabeled].
+
+    ``l_s`` is the cross-entropy on the weakly augmented labeled images (Eq. 2); ``l_u`` is
+    :func:`fixmatch_unlabeled_loss` (Eq. 4). One concatenated batch means BatchNorm sees labeled and unlabeled
+    images together, as in the official code. ``strong=False`` is the weak/weak ablation: the prediction is made on
+    a second, independent weak view instead of a RandAugment + Cutout view.
+    """
 
     name = "fixmatch"
     summary = "confident weak-view pseudo-labels, learned on strong views (Sohn et al. 2020)"
