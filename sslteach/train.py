@@ -406,6 +406,9 @@ class Trainer:
             method_config=method.config_dict(), train_config=asdict(cfg),
             extra={"report": self._report_key(method), "device_name": describe_device(self.device),
                    "split": repr(self.split)}, method_obj=method)
+        extra_results = getattr(method, "extra_results", None)  # a method's own summary (Noisy Student's rounds)
+        if callable(extra_results):
+            result.extra.update(extra_results())
         self._fire("on_train_end", rec)
         return result
 

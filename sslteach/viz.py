@@ -158,3 +158,66 @@ def confusion_matrix_plot(y_true, y_pred, num_classes: int, class_names=None, ax
     ax.set(xlabel="pseudo-label", ylabel="true class (hidden)", title=title)
     ax.grid(False)
     return cm
+
+
+def pca_2d(*feature_sets: torch.Tensor) -> list[np.ndarray]:
+    """Project several ``[N_i, D]`` feature sets onto the first two principal components of all of them together
+    (one shared projection, so the sets can be compared in one picture)."""
+    x = torch.cat([f.detach().float().cpu() for f in feature_sets])
+    mean = x.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(x - mean, full_matrices=False)
+    out, start = [], 0
+    for f in feature_sets:
+        out.append(((x[start: start + len(f)] - mean) @ v[:2].T).numpy())
+        start += len(f)
+    return out
+
+
+def plot_view_pairs(feats_w: torch.Tensor, feats_s: torch.Tensor, y, ax=None, title: str = "", n_lines: int = 60,
+                    class_names=None):
+    """Features of the weak (dots) and strong (crosses) view of the same images on their shared 2-D PCA, coloured by
+    class; grey lines join the two views of ``n_lines`` images. Short lines: invariance; long lines: the views
+    occupy different places (equivariance)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 5))
+    pw, ps = pca_2d(feats_w, feats_s)
+    y = torch.as_tensor(y).cpu().numpy()
+    cmap = plt.get_cmap("tab10")
+    for i in range(min(n_lines, len(y))):
+        ax.plot([pw[i, 0], ps[i, 0]], [pw[i, 1], ps[i, 1]], color="0.6", linewidth=0.8, zorder=1)
+    ax.scatter(pw[:, 0], pw[:, 1], c=cmap(y % 10), s=18, marker="o", zorder=2)
+    ax.scatter(ps[:, 0], ps[:, 1], c=cmap(y % 10), s=28, marker="x", zorder=3)
+    ax.scatter([], [], c="k", marker="o", s=18, label="weak view")
+    ax.scatter([], [], c="k", marker="x", s=28, label="strong view")
+    if class_names:  # one colour per class in the legend
+        for c in sorted(set(y.tolist())):
+            ax.scatter([], [], color=cmap(c % 10), marker="s", s=30, label=str(class_names[c]))
+    ax.set(title=title, xlabel="principal component 1", ylabel="principal component 2")
+    ax.legend(loc="best", fontsize=9, ncol=2 if class_names else 1)
+    return ax
+
+
+def show_nearest(x_query: torch.Tensor, x_bank: torch.Tensor, y_bank, sim: torch.Tensor, idx: torch.Tensor,
+                 class_names=None, y_query=None, title: str | None = None, size: float = 1.4):
+    """Each row: a query image, then its most similar bank images (``idx [N, k]``, similarities ``sim [N, k]``)
+    with their labels and similarities."""
+    n, k = idx.shape
+    fig, axes = plt.subplots(n, k + 1, figsize=(size * (k + 1) + 0.5, size * n + (0.5 if title else 0.2)),
+                             squeeze=False)
+    name = (lambda c: class_names[int(c)]) if class_names else (lambda c: str(int(c)))  # noqa: E731
+    for r in range(n):
+        ax = axes[r, 0]
+        ax.imshow(_img(x_query[r]), cmap="gray", vmin=0, vmax=1)
+        ax.set_title("query" + (f" ({name(y_query[r])})" if y_query is not None else ""), fontsize=11,
+                     color="tab:blue")
+        for c in range(k):
+            j = int(idx[r, c])
+            ax = axes[r, c + 1]
+            ax.imshow(_img(x_bank[j]), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{name(y_bank[j])}: {float(sim[r, c]):.2f}", fontsize=11)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

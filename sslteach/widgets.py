@@ -21,7 +21,8 @@ from .methods import METHODS, get_method
 from .train import TrainResult, train
 
 #: Curves drawn in the right-hand plot when a method logs them.
-DIAGNOSTICS = ("loss", "loss_x", "loss_u", "loss_feat", "loss_in", "mask_rate", "pseudo_acc", "weight_u")
+DIAGNOSTICS = ("loss", "loss_x", "loss_u", "loss_feat", "loss_in", "mask_rate", "pseudo_acc", "weight_u",
+               "feat_cos", "bank_nn_acc")
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
 
 
@@ -309,7 +310,8 @@ class BudgetExplorer:
         fig = go.Figure()
         fig.update_layout(height=400, width=760, template="plotly_white", font=dict(size=14),
                           title=f"{method} on {dataset}: test accuracy against the label budget",
-                          xaxis=dict(title="labeled images per class (log scale)", type="log"),
+                          xaxis=dict(title="labeled images per class (log scale)", type="log",
+                                     tickvals=list(budgets)),  # ticks at the budgets, not at 1.5 images
                           yaxis=dict(title="test accuracy", range=[0, 1]), margin=dict(l=60, r=20, t=60, b=50))
         fig.add_scatter(x=[], y=[], mode="markers+lines", name="trained here", marker=dict(size=11))
         fig.add_scatter(x=[], y=[], mode="lines", name="all labels (ceiling)", line=dict(dash="dash", color="black"))

@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SEEDS = (0, 1, 2)
 
-# Tests run trainings one after another on a small machine; intra-op threads beyond the cores only slow things.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist (`make test` runs one worker per core) each worker trains with one thread: small networks
+# gain little from intra-op threads, and workers must not fight over the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # notebook kernels started by papermill inherit it
 
 
 @pytest.fixture(scope="session")
