@@ -133,9 +133,10 @@ def confidence_histogram(conf: torch.Tensor, correct: torch.Tensor, tau: float, 
     passed = conf >= tau
     rate = passed.mean()
     acc = correct[passed].mean() if passed.any() else float("nan")
+    quality = f"{acc:.0%} of those correct (quality)" if passed.any() else "no pseudo-label kept"
     ax.set(xlabel="confidence max p(y|x) on unlabeled images", ylabel="number of images",
-           title=f"{rate:.0%} pass (quantity), {acc:.0%} of those correct (quality)")
-    ax.legend(loc="upper left")
+           title=f"{rate:.0%} pass (quantity), {quality}")
+    ax.legend(loc="best")  # away from the bars, wherever the confidences pile up
     return ax, float(rate), float(acc)
 
 

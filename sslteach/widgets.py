@@ -23,6 +23,9 @@ from .train import TrainResult, train
 #: Curves drawn in the right-hand plot when a method logs them.
 DIAGNOSTICS = ("loss", "loss_x", "loss_u", "loss_feat", "loss_in", "mask_rate", "pseudo_acc", "weight_u",
                "feat_cos", "bank_nn_acc")
+#: Loss weights ramp up to large values (Mean Teacher's w_max = 100): drawn against their own y axis on the right of
+#: the right-hand plot, so the loss terms (about 0-2) and the rates (0-1) stay readable.
+WEIGHTS = ("weight_u",)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
 
 
@@ -104,13 +107,16 @@ class LivePlot:
     comparison) and the current run's loss terms and diagnostics (right)."""
 
     def __init__(self, title_left="Test accuracy", title_right="Loss terms and diagnostics (current run)"):
-        fig = make_subplots(rows=1, cols=2, subplot_titles=(title_left, title_right), horizontal_spacing=0.12)
+        fig = make_subplots(rows=1, cols=2, subplot_titles=(title_left, title_right), horizontal_spacing=0.12,
+                            specs=[[{}, {"secondary_y": True}]])
         fig.update_layout(height=380, width=980, margin=dict(l=60, r=20, t=50, b=50), font=dict(size=14),
                           legend=dict(font=dict(size=12)), template="plotly_white")
         fig.update_xaxes(title_text="training step", row=1, col=1)
         fig.update_xaxes(title_text="training step", row=1, col=2)
         fig.update_yaxes(title_text="accuracy", range=[0, 1], row=1, col=1)
-        fig.update_yaxes(title_text="value", row=1, col=2)
+        fig.update_yaxes(title_text="value", row=1, col=2, secondary_y=False)
+        fig.update_yaxes(title_text="loss weight", showgrid=False, rangemode="tozero", tickmode="auto", visible=False,
+                         row=1, col=2, secondary_y=True)
         self.fig = go.FigureWidget(fig)
         self._acc_trace = None
         self._extra: dict[str, int] = {}
@@ -132,7 +138,13 @@ class LivePlot:
                                      line=dict(color=color, width=2, dash=("dash", "dot", "dashdot")[i % 3]),
                                      legendgroup="acc")
                 self._extra[key] = len(self.fig.data) - 1
+            self._weight_axis(False)
         self._diag = {}
+
+    def _weight_axis(self, visible: bool) -> None:
+        """Show the right-hand y axis of the loss weights (and move the legend clear of its tick labels)."""
+        self.fig.update_yaxes(visible=visible, row=1, col=2, secondary_y=True)
+        self.fig.update_layout(legend_x=1.07 if visible else 1.02)
 
     def update(self, record: dict) -> None:
         with self.fig.batch_update():
@@ -147,8 +159,12 @@ class LivePlot:
                 if record.get(k) is None:
                     continue
                 if k not in self._diag:
-                    self.fig.add_scatter(x=[], y=[], mode="lines", name=k, row=1, col=2,
+                    weight = k in WEIGHTS
+                    self.fig.add_scatter(x=[], y=[], mode="lines", name=f"{k} (right axis)" if weight else k,
+                                         row=1, col=2, secondary_y=weight,
                                          line=dict(dash="dot" if k in ("mask_rate", "pseudo_acc") else "solid"))
+                    if weight:
+                        self._weight_axis(True)
                     self._diag[k] = len(self.fig.data) - 1
                 d = self.fig.data[self._diag[k]]
                 d.x = tuple(d.x or ()) + (record["step"],)

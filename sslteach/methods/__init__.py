@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from ..utils import check_choice
 from .base import Method, MethodConfig, param
+from .consistency import MeanTeacher, PiModel, TemporalEnsembling
 from .crmatch import CRMatch
 from .fixmatch import FixMatch
+from .noisy_student import NoisyStudent
+from .pseudo_label import PseudoLabel
 from .simmatch import SimMatch
 from .supervised import Supervised
 
@@ -20,6 +23,11 @@ register(Supervised)
 register(FixMatch)
 register(CRMatch)
 register(SimMatch)
+register(PiModel)
+register(TemporalEnsembling)
+register(MeanTeacher)
+register(PseudoLabel)
+register(NoisyStudent)
 
 
 def get_method(name: str, **options) -> Method:
