@@ -64,13 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name not in ("steps", "seed", "device", "progress"):
             _add_field(g, f)
     tp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    owners: dict[str, list[str]] = {}
+    for name, cls in METHODS.items():
+        for f in fields(cls.Config):
+            owners.setdefault(f.name, []).append(name)
     seen = set(TRAIN_HELP)
     for name, cls in METHODS.items():
         mfields = [f for f in fields(cls.Config) if f.name not in seen]
         if mfields:
             grp = tp.add_argument_group(f"{name} options")
             for f in mfields:
-                _add_field(grp, f)
+                if len(owners[f.name]) > 1:  # shared flag: each method keeps its own default
+                    others = ", ".join(m for m in owners[f.name] if m != name)
+                    grp.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                                     type=_bool if isinstance(f.default, bool) else type(f.default),
+                                     help=f"{f.metadata.get('help', '')} (also for {others}; default: the "
+                                          f"method's own, {name}: {f.default})")
+                else:
+                    _add_field(grp, f)
                 seen.add(f.name)
     return p
 

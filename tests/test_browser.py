@@ -258,14 +258,14 @@ JS_PANEL_STATE = """(panel) => {
   const head = table ? Array.from(table.querySelectorAll('thead th')).map(e => e.textContent.trim()) : [];
   const rows = table ? Array.from(table.querySelectorAll('tbody tr'))
       .map(r => Array.from(r.querySelectorAll('td')).map(e => e.textContent.trim())) : [];
-  const status = Array.from(panel.querySelectorAll('.widget-html-content')).map(e => e.textContent);
   return {
     head, rows,
+    htmls: Array.from(q('.widget-html-content')).map(e => e.textContent.trim()),
+    outputs: Array.from(q('.widget-output')).map(e => e.innerText.trim()).filter(t => t),
     points: q('.js-plotly-plot .subplot.xy .scatterlayer .trace .point').length,
     accTraces: q('.js-plotly-plot .subplot.xy .scatterlayer .trace').length,
     diagTraces: q('.js-plotly-plot .subplot.x2y2 .scatterlayer .trace').length,
     legend: Array.from(q('.js-plotly-plot .legend .legendtext')).map(e => e.textContent),
-    text: panel.innerText,
   };
 }"""
 JS_WIDGET_PROBLEMS = """() => {
@@ -363,18 +363,34 @@ def _screenshot(page, path: Path) -> list[Path]:
             break
     paths, offset = [], 0
     while offset < content:
-        height = min(chrome + content - offset, SHOT_MAX_HEIGHT)
-        page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
-        page.wait_for_timeout(800)
-        content, client = page.evaluate(JS_CONTENT_HEIGHT)
-        page.evaluate(f"(y) => {{ {JS_SCROLLER}.scrollTop = y; }}", offset)
-        page.wait_for_timeout(300)
+        for _ in range(5):  # outputs scrolled into view may still grow the notebook: fit the part to them
+            height = min(chrome + content - offset, SHOT_MAX_HEIGHT)
+            page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
+            page.wait_for_timeout(800)
+            page.evaluate(f"(y) => {{ {JS_SCROLLER}.scrollTop = y; }}", offset)
+            page.wait_for_timeout(300)
+            content, client = page.evaluate(JS_CONTENT_HEIGHT)
+            if min(chrome + content - offset, SHOT_MAX_HEIGHT) == height:
+                break
         p = path if not paths else path.with_name(f"{path.stem}_part{len(paths) + 1}{path.suffix}")
         page.screenshot(path=str(p))
         paths.append(p)
         offset += client
     page.set_viewport_size(VIEWPORT)
     return paths
+
+
+def _panel_screenshot(page, path: Path) -> None:
+    """The TrainingPanel alone, with the viewport tall enough that no toolbar covers part of it."""
+    _collapse_sidebars(page)
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .sslteach-panel").first
+    box = panel.bounding_box()
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], int(box["height"]) + 400)})
+    page.wait_for_timeout(500)
+    panel.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    panel.screenshot(path=str(path))
+    page.set_viewport_size(VIEWPORT)
 
 
 def _panel_state(panel) -> dict:
@@ -452,7 +468,8 @@ def _exercise_panel(page, name: str, report: list[str]) -> None:
           "the Train button's run to reach the results table", arg=[panel.element_handle(), n0])
     s1 = _panel_state(panel)
     row = _row(s1, -1)
-    assert "Error" not in s1["text"] and "Traceback" not in s1["text"], f"{name}: the panel shows an error:\n{s1['text']}"
+    shown = [t for t in s1["htmls"] if t.startswith("Error")] + s1["outputs"]
+    assert not shown, f"{name}: the panel shows an error: {shown}"
     assert row.get("labels/class") == str(v1), f"{name}: the slider's budget {v1} did not reach training: {row}"
     assert row.get("method") == method, f"{name}: the dropdown's method {method!r} did not reach training: {row}"
     assert row.get("steps") == str(steps_quick), f"{name}: expected a {steps_quick}-step run: {row}"
@@ -481,6 +498,8 @@ def _exercise_panel(page, name: str, report: list[str]) -> None:
     page.wait_for_timeout(500)
     s2 = _panel_state(panel)
     row = _row(s2, -1)
+    shown = [t for t in s2["htmls"] if t.startswith("Error")] + s2["outputs"]
+    assert not shown, f"{name}: the panel shows an error after Stop: {shown}"
     assert row.get("note") == "stopped early", f"{name}: the stopped run's row: {row}"
     assert int(row["steps"]) < int(smax), f"{name}: Stop did not end the {smax}-step run early: {row}"
     assert s2["points"] >= points_at_stop > s1["points"], \
@@ -522,7 +541,7 @@ def test_notebook_in_jupyterlab(name, lab, browser):
         assert not errors, f"{name}: error output(s) after Run All Cells: {errors}"
         assert not not_run, f"{name}: code cells {not_run} did not run (prompts {prompts})"
         saved = _save(page, lab, name)
-        saved_errors = [c["source"][:80] for c in saved["cells"] if c["cell_type"] == "code"
+        saved_errors = ["".join(c["source"])[:80] for c in saved["cells"] if c["cell_type"] == "code"
                         and any(o["output_type"] == "error" for o in c.get("outputs", []))]
         assert not saved_errors, f"{name}: saved notebook has error outputs in cells starting {saved_errors}"
         results = lab.results / f"{name}.json"
@@ -546,10 +565,8 @@ def test_notebook_in_jupyterlab(name, lab, browser):
         assert not page_errors, f"{name}: uncaught JavaScript errors: {page_errors}"
         assert not widget_console, f"{name}: widget errors in the browser console: {widget_console}"
 
-        panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .sslteach-panel").first
-        _collapse_sidebars(page)
-        panel.scroll_into_view_if_needed()
-        panel.screenshot(path=str(SCREENSHOTS / f"{name}_panel.png"))
+        page.mouse.move(0, 0)  # no hover effects (plotly's mode bar) in the pictures
+        _panel_screenshot(page, SCREENSHOTS / f"{name}_panel.png")
         shots = _screenshot(page, SCREENSHOTS / f"{name}.png")
         report.append("screenshots: " + ", ".join(str(p.relative_to(ROOT)) for p in shots))
     except BaseException:

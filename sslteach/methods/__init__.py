@@ -19,15 +19,15 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-register(Supervised)
-register(FixMatch)
-register(CRMatch)
-register(SimMatch)
-register(PiModel)
-register(TemporalEnsembling)
-register(MeanTeacher)
-register(PseudoLabel)
-register(NoisyStudent)
+register(Supervised)      # 00: the baseline
+register(PseudoLabel)     # 01
+register(NoisyStudent)    # 01
+register(PiModel)         # 02
+register(TemporalEnsembling)  # 02
+register(MeanTeacher)     # 02
+register(FixMatch)        # 03
+register(CRMatch)         # 04
+register(SimMatch)        # 04
 
 
 def get_method(name: str, **options) -> Method:
