@@ -20,7 +20,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/00_start_here.ipynb
 
 test: $(STAMP)
-	$(PY) -m pytest -n auto --durations=20
+	$(PY) -m pytest -n auto --dist worksteal --durations=20
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
