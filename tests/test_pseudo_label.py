@@ -85,7 +85,7 @@ def test_hand_computed_pseudo_label_loss():
     assert pseudo.tolist() == [0, 1, 1] and mask.tolist() == [1.0, 1.0, 1.0]
     expected = (_ce([2.0, 0.0], 0) + _ce([0.0, 0.1], 1) + _ce([0.0, 3.0], 1)) / 3
     assert loss.item() == pytest.approx(expected, abs=1e-6)
-    assert expected == pytest.approx((0.126928 + 0.644397 + 0.048587) / 3, abs=1e-5)  # = 0.273304, shown in the notebook
+    assert expected == pytest.approx((0.126928 + 0.644397 + 0.048587) / 3, abs=1e-5)  # 0.273304, as in the notebook
 
 
 def test_confidence_filter_keeps_only_confident_images_and_counts_the_rest_as_zeros():

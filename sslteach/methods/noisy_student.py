@@ -41,8 +41,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data import to_float
 from ..train import EMA, evaluate
-from ..utils import check_float, check_int
+from ..utils import check_int
 from .base import Method, MethodConfig, param, pseudo_label_accuracy, supervised_loss
 
 
@@ -107,7 +108,7 @@ class NoisyStudentConfig(MethodConfig):
     student_dropout: float = param(0.5, "dropout before the student's classifier when noise is on", 0.0, 0.9, 0.05)
     soft: bool = param(True, "soft pseudo-labels (the teacher's softmax) instead of hard ones (its argmax)")
     tau: float = param(0.3, "confidence filter: unlabeled images the teacher is less sure about are left out",
-                       0.0, 1.0, 0.01)
+                       0.0, 1.0, 0.01, paper="0.3 (official ImageNet script, which also balances the classes)")
     lambda_u: float = param(1.0, "weight of the pseudo-labeled loss", 0.0, 10.0, 0.1,
                             paper="1 in Algorithm 1; the official code weights it by the unlabeled/labeled "
                                   "batch ratio")
@@ -142,7 +143,6 @@ class NoisyStudent(Method):
 
     # ---------------------------------------------------------------- state
     def setup(self, model, split, ctx):
-        self.model = model
         self.x_ulb, self.y_ulb = split.x_ulb, split.y_ulb
         self.x_test, self.y_test = split.x_test, split.y_test
         self.boundaries = round_boundaries(ctx.total_steps, self.config.rounds)
@@ -158,7 +158,8 @@ class NoisyStudent(Method):
     def relabel(self) -> None:
         """The frozen teacher labels every unlabeled image once, in eval mode, without augmentation."""
         self.teacher.eval()
-        logits = torch.cat([self.teacher(self.x_ulb[i: i + 1024])[0].float() for i in range(0, len(self.x_ulb), 1024)])
+        logits = torch.cat([self.teacher(to_float(self.x_ulb[i: i + 1024]))[0].float()
+                            for i in range(0, len(self.x_ulb), 1024)])
         self.targets, self.keep = teacher_targets(logits, self.config.soft, self.config.tau)
 
     def _finish_round(self, steps_done: int) -> None:
