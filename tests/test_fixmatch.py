@@ -7,12 +7,10 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
 
 from sslteach.augment import Augmenter
 from sslteach.methods import get_method
 from sslteach.methods.fixmatch import FixMatch, FixMatchConfig, fixmatch_unlabeled_loss
-from sslteach.train import Batch, Context
 
 from conftest import mean_accuracy, run_default
 
@@ -102,47 +100,14 @@ def test_low_precision_logits_give_a_float32_loss():
 
 
 # ----------------------------------------------------------------------------- the method's step
-class _RecordingNet(nn.Module):
-    """A tiny linear net that keeps the logits of its last forward pass (with their gradient)."""
-
-    def __init__(self, in_dim=64, num_classes=10):
-        super().__init__()
-        self.fc = nn.Linear(in_dim, num_classes)
-        self.logits = None
-
-    def forward(self, x):
-        logits = self.fc(x.flatten(1))
-        logits.retain_grad()
-        self.logits = logits
-        return logits, x.flatten(1)
-
-
-class _CountingAug(Augmenter):
-    def __init__(self):
-        super().__init__("image")
-        self.calls = {"weak": 0, "strong": 0}
-
-    def weak(self, x):
-        self.calls["weak"] += 1
-        return super().weak(x)
-
-    def strong(self, x):
-        self.calls["strong"] += 1
-        return super().strong(x)
-
-
-def _batch_and_ctx(digits, b=4, mu=3, aug=None):
-    x = digits.x_train
-    batch = Batch(x[:b], digits.y_train[:b], x[b: b + mu * b], digits.y_train[b: b + mu * b])
-    ctx = Context(aug or Augmenter("image"), 0, 10, torch.device("cpu"), 10, mu * b)
-    return batch, ctx
+from steptools import CountingAug, RecordingNet, batch_and_ctx  # noqa: E402
 
 
 def test_step_total_is_l_s_plus_lambda_u_l_u(digits):
     torch.manual_seed(0)
-    net = _RecordingNet()
+    net = RecordingNet()
     method = FixMatch(tau=0.0, lambda_u=2.5, mu=3)
-    batch, ctx = _batch_and_ctx(digits)
+    batch, ctx = batch_and_ctx(digits)
     loss, logs = method.step(net, batch, ctx)
     assert loss.item() == pytest.approx(logs["loss_x"].item() + 2.5 * logs["loss_u"].item(), rel=1e-6)
     assert logs["mask_rate"].item() == 1.0  # tau = 0: every image passes
@@ -153,9 +118,9 @@ def test_step_sends_no_gradient_into_the_weak_unlabeled_logits(digits):
     """One forward pass over [weak labeled | weak unlabeled | strong unlabeled]: the weak unlabeled rows only make
     targets, so their logits get exactly zero gradient; the labeled and strong rows get some."""
     torch.manual_seed(0)
-    net = _RecordingNet()
+    net = RecordingNet()
     b, mu = 4, 3
-    batch, ctx = _batch_and_ctx(digits, b, mu)
+    batch, ctx = batch_and_ctx(digits, b, mu)
     loss, _ = FixMatch(tau=0.0, mu=mu).step(net, batch, ctx)
     loss.backward()
     g = net.logits.grad
@@ -165,12 +130,12 @@ def test_step_sends_no_gradient_into_the_weak_unlabeled_logits(digits):
 
 
 def test_strong_false_uses_weak_views_only(digits):
-    aug = _CountingAug()
-    batch, ctx = _batch_and_ctx(digits, aug=aug)
-    FixMatch(strong=False, mu=3).step(_RecordingNet(), batch, ctx)
+    aug = CountingAug()
+    batch, ctx = batch_and_ctx(digits, aug=aug)
+    FixMatch(strong=False, mu=3).step(RecordingNet(), batch, ctx)
     assert aug.calls == {"weak": 3, "strong": 0}
     aug.calls = {"weak": 0, "strong": 0}
-    FixMatch(mu=3).step(_RecordingNet(), batch, ctx)
+    FixMatch(mu=3).step(RecordingNet(), batch, ctx)
     assert aug.calls["strong"] == 1
 
 

@@ -19,6 +19,7 @@ from sslteach.methods.consistency import (EnsembleTargets, MeanTeacher, MeanTeac
                                           ensemble_update, sigmoid_rampup, softmax_mse_loss,
                                           temporal_ensembling_loss)
 from sslteach.train import EMA, Batch, Context
+from steptools import RecordingNet as _RecordingNet
 
 from conftest import mean_accuracy, run_default
 
@@ -299,19 +300,6 @@ def test_temporal_ensembling_gradient_reaches_the_network_not_the_targets(digits
     out["loss_u"].backward()
     assert net.logits.grad[4:].abs().sum() > 0
     assert method.ensemble.targets.grad is None
-
-
-class _RecordingNet(nn.Module):
-    def __init__(self, in_dim=64, num_classes=10):
-        super().__init__()
-        self.fc = nn.Linear(in_dim, num_classes)
-        self.logits = None
-
-    def forward(self, x):
-        logits = self.fc(x.flatten(1))
-        logits.retain_grad()
-        self.logits = logits
-        return logits, x.flatten(1)
 
 
 # ----------------------------------------------------------------------------- defaults and arguments

@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
 
 from sslteach.augment import Augmenter
 from sslteach.data import balanced_split
@@ -134,61 +133,25 @@ def test_low_precision_logits_give_a_float32_loss():
     assert loss.dtype == torch.float32
 
 
-class _Net(nn.Module):
-    """A tiny linear net that keeps its last input and logits (with their gradient)."""
-
-    def __init__(self, in_dim=64, num_classes=10):
-        super().__init__()
-        self.fc = nn.Linear(in_dim, num_classes)
-        self.dropout = nn.Dropout(0.0)
-        self.inputs = self.logits = None
-
-    def forward(self, x):
-        self.inputs = x
-        logits = self.fc(self.dropout(x.flatten(1)))
-        if logits.requires_grad:
-            logits.retain_grad()
-        self.logits = logits
-        return logits, x.flatten(1)
-
-
-class _CountingAug(Augmenter):
-    def __init__(self):
-        super().__init__("image")
-        self.calls = {"weak": 0, "strong": 0}
-
-    def weak(self, x):
-        self.calls["weak"] += 1
-        return super().weak(x)
-
-    def strong(self, x):
-        self.calls["strong"] += 1
-        return super().strong(x)
-
-
-def _batch_and_ctx(digits, b=4, mu=3, step=0, total=10, aug=None):
-    x = digits.x_train
-    idx = torch.arange(mu * b)
-    batch = Batch(x[:b], digits.y_train[:b], x[b: b + mu * b], digits.y_train[b: b + mu * b], idx_ulb=idx)
-    ctx = Context(aug or Augmenter("image"), step, total, CPU, 10, mu * b)
-    return batch, ctx
+from steptools import CountingAug, batch_and_ctx  # noqa: E402
+from steptools import RecordingNet as _Net  # noqa: E402
 
 
 def test_pseudo_label_step_total_and_logs(digits):
     torch.manual_seed(0)
-    batch, ctx = _batch_and_ctx(digits, step=5, total=10)  # progress 0.5: alpha = 3 * (0.5 - 0.1) / 0.5 = 2.4
+    batch, ctx = batch_and_ctx(digits, step=5, total=10)  # progress 0.5: alpha = 3 * (0.5 - 0.1) / 0.5 = 2.4
     loss, logs = PseudoLabel(mu=3).step(_Net(), batch, ctx)
     assert logs["weight_u"] == pytest.approx(2.4)
     assert loss.item() == pytest.approx(logs["loss_x"].item() + 2.4 * logs["loss_u"].item(), rel=1e-6)
     assert set(logs) >= {"loss_x", "loss_u", "mask_rate", "pseudo_acc", "weight_u"}
-    batch, ctx = _batch_and_ctx(digits, step=0)  # before T1: only the labeled loss
+    batch, ctx = batch_and_ctx(digits, step=0)  # before T1: only the labeled loss
     loss, logs = PseudoLabel(mu=3).step(_Net(), batch, ctx)
     assert logs["weight_u"] == 0.0 and loss.item() == pytest.approx(logs["loss_x"].item())
 
 
 def test_pseudo_label_step_uses_one_weak_view_of_each_image(digits):
-    aug = _CountingAug()
-    batch, ctx = _batch_and_ctx(digits, aug=aug)
+    aug = CountingAug()
+    batch, ctx = batch_and_ctx(digits, aug=aug)
     PseudoLabel(mu=3).step(_Net(), batch, ctx)
     assert aug.calls == {"weak": 2, "strong": 0}
 
@@ -342,7 +305,7 @@ def test_noise_toggle_changes_what_the_student_sees(digits, noise):
     split = balanced_split(digits, 2, seed=0)
     net = _Net()
     method = NoisyStudent(rounds=1, noise=noise)
-    aug = _CountingAug()
+    aug = CountingAug()
     ctx = Context(aug, 0, 4, CPU, 10, len(split.y_ulb))
     method.setup(net, split, ctx)
     ctx.step = 1
