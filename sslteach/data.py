@@ -13,6 +13,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,10 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 class DatasetUnavailableError(RuntimeError):
     """A dataset is neither on disk nor downloadable (for example: no network)."""
+
+
+class CorruptDataError(ValueError):
+    """A data file on disk is truncated or corrupt: reported, never trusted."""
 
 
 def data_dir() -> Path:
@@ -80,7 +85,13 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
     """
     check_choice("dataset", name, DATASETS)
     root = Path(root) if root is not None else data_dir()
-    return _LOADERS[name](root, download)
+    key = (name, str(root))
+    if key not in _LOADED:  # loaded once per process: a notebook trains many runs on the same data
+        _LOADED[key] = _LOADERS[name](root, download)
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple[str, str], "Dataset"] = {}
 
 
 def _two_moons(root, download) -> Dataset:
@@ -106,15 +117,24 @@ def _digits(root, download) -> Dataset:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzipped or not."""
+    """Read an IDX file (the MNIST format), gzipped or not. A truncated or corrupt file raises a one-line
+    :class:`CorruptDataError` that names the file and the fix; its contents are never used."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype_code, ndim = data[0:2], data[2], data[3]
-    if zero != b"\x00\x00" or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError, zlib.error) as e:  # a cut-off download: gzip says "Compressed file ended ..."
+        raise CorruptDataError(f"{path} is damaged ({type(e).__name__}: {str(e)[:80]}); delete it (or reinstall "
+                               f"its package) and load the dataset again") from None
+    if len(data) < 4 or data[0:2] != b"\x00\x00" or data[2] != 0x08:
+        raise CorruptDataError(f"{path} is not an unsigned-byte IDX file; delete it (or reinstall its package)")
+    ndim = data[3]
     shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    expected = 4 + 4 * ndim + int(np.prod(shape))
+    if len(data) != expected:
+        raise CorruptDataError(f"{path} is truncated or padded: {len(data)} bytes, expected {expected} for shape "
+                               f"{shape}; delete it (or reinstall its package) and load the dataset again")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -317,6 +337,9 @@ def long_tailed_split(dataset: Dataset | str, n_max: int, imbalance_ratio: float
     if n[0] >= counts[0]:
         raise ValueError(f"n_max must be in [1, {counts[0] - 1}] for {ds.name} (class 0 has {counts[0]} images); "
                          f"got {n_max}")
+    if min(n) < 1:
+        raise ValueError(f"n_max must be at least imbalance_ratio ({imbalance_ratio:g}) so that the rarest class keeps a "
+                         f"labeled image (N_k = N_max * gamma^(-k/(C-1)) gives {n}); got n_max={n_max}")
     if m_max is None:
         m_max = counts[0] - n[0]
     m = long_tailed_counts(m_max, unlabeled_imbalance_ratio or imbalance_ratio, c)
@@ -333,7 +356,18 @@ def long_tailed_split(dataset: Dataset | str, n_max: int, imbalance_ratio: float
         ulb.append(idx[n[k]: n[k] + m[k]])
     lb, ulb = torch.cat(lb), torch.cat(ulb)
     return Split(ds, ds.x_train[lb], ds.y_train[lb], ds.x_train[ulb], ds.y_train[ulb], ds.x_test, ds.y_test,
-                 "long_tailed", seed, {"labeled_counts": n, "unlabeled_counts": m, "imbalance_ratio": imbalance_ratio})
+                 "long_tailed", seed, {"labeled_counts": n, "unlabeled_counts": m, "imbalance_ratio": imbalance_ratio,
+                                       "n_max": n_max, "m_max": m_max,
+                                       "unlabeled_imbalance_ratio": unlabeled_imbalance_ratio or imbalance_ratio,
+                                       "tail_classes": tail_classes(n)})
+
+
+def tail_classes(counts: Sequence[int], share: float = 0.3) -> list[int]:
+    """The rarest ``share`` of the classes (at least one), by labeled count: the "tail" whose mean recall the
+    long-tailed notebooks report (CIFAR-10-LT: the last 3 of 10)."""
+    k = max(1, int(round(share * len(counts))))
+    order = sorted(range(len(counts)), key=lambda c: (counts[c], -c))
+    return sorted(order[:k])
 
 
 def open_set_split(dataset: Dataset | str, known_classes: Sequence[int] | int, labels_per_class: int,
@@ -369,6 +403,87 @@ def open_set_split(dataset: Dataset | str, known_classes: Sequence[int] | int, l
             "x_test_open": ds.x_test, "y_test_open": y_test_open}
     return Split(ds, ds.x_train[lb], remap[ds.y_train[lb]], ds.x_train[ulb], remap[ds.y_train[ulb]],
                  ds.x_test[keep], y_test_open[keep], "open_set", seed, info)
+
+
+# ============================================================================ split settings
+SPLIT_KINDS = ("balanced", "long_tailed", "open_set")
+#: Long-tailed defaults per dataset: (N_max labeled, M_max unlabeled images of the largest class). CIFAR-10 is
+#: CoSSL's setting; the others are scaled so every class keeps at least one labeled image at gamma = 100.
+LONG_TAILED_DEFAULTS = {"digits": (50, 80), "fashion_mnist": (300, 600), "mnist": (300, 600),
+                        "cifar10": (1500, 3000), "svhn": (1500, 3000), "two_moons": (100, 300)}
+
+
+@dataclass
+class SplitConfig:
+    """Everything that decides a labeled / unlabeled split besides the dataset and the seed.
+
+    ``kind="balanced"`` uses ``labels_per_class``; ``"long_tailed"`` uses ``imbalance_ratio`` (gamma), ``n_max``,
+    ``m_max`` and ``unlabeled_imbalance_ratio`` (``None``: the dataset's default from :data:`LONG_TAILED_DEFAULTS`,
+    and gamma for the unlabeled ratio); ``"open_set"`` uses ``known_classes`` (a number K: classes 0..K-1, or a list)
+    and ``labels_per_class``.
+    """
+
+    kind: str = "balanced"
+    labels_per_class: int = 2
+    imbalance_ratio: float = 50.0
+    n_max: int | None = None
+    m_max: int | None = None
+    unlabeled_imbalance_ratio: float | None = None
+    known_classes: int | list = 6
+
+    def validate(self) -> "SplitConfig":
+        check_choice("split", self.kind, SPLIT_KINDS)
+        check_int("labels_per_class", self.labels_per_class, 1)
+        check_float("imbalance_ratio", self.imbalance_ratio, 1.0)
+        if self.n_max is not None:
+            check_int("n_max", self.n_max, 1)
+        if self.m_max is not None:
+            check_int("m_max", self.m_max, 0)
+        if self.unlabeled_imbalance_ratio is not None:
+            check_float("unlabeled_imbalance_ratio", self.unlabeled_imbalance_ratio, 1.0)
+        if isinstance(self.known_classes, (list, tuple)):
+            self.known_classes = [check_int("known_classes", k, 0) for k in self.known_classes]
+        else:
+            check_int("known_classes", self.known_classes, 1)
+        return self
+
+    def settings(self) -> dict:
+        """The settings that matter for this kind of split (what a result records)."""
+        if self.kind == "balanced":
+            return {"kind": "balanced", "labels_per_class": self.labels_per_class}
+        if self.kind == "long_tailed":
+            return {"kind": "long_tailed", "imbalance_ratio": self.imbalance_ratio, "n_max": self.n_max,
+                    "m_max": self.m_max, "unlabeled_imbalance_ratio": self.unlabeled_imbalance_ratio}
+        return {"kind": "open_set", "known_classes": self.known_classes, "labels_per_class": self.labels_per_class}
+
+
+def make_split(dataset: Dataset | str, config: SplitConfig | None = None, seed: int = 0, **settings) -> Split:
+    """The split that ``config`` (or keyword ``settings``, the fields of :class:`SplitConfig`) describes::
+
+        make_split("digits", kind="long_tailed", imbalance_ratio=10, seed=1)
+    """
+    cfg = (config or SplitConfig(**settings)).validate()
+    ds = _as_dataset(dataset)
+    if cfg.kind == "balanced":
+        return balanced_split(ds, cfg.labels_per_class, seed=seed)
+    if cfg.kind == "long_tailed":
+        n_max, m_max = LONG_TAILED_DEFAULTS.get(ds.name, (None, None))
+        n_max = cfg.n_max if cfg.n_max is not None else n_max
+        m_max = cfg.m_max if cfg.m_max is not None else m_max
+        if n_max is None:
+            raise ValueError(f"n_max must be given for a long-tailed split of {ds.name}")
+        return long_tailed_split(ds, n_max, cfg.imbalance_ratio, m_max, cfg.unlabeled_imbalance_ratio, seed=seed)
+    return open_set_split(ds, cfg.known_classes, cfg.labels_per_class, seed=seed)
+
+
+def split_settings(split: Split) -> dict:
+    """JSON-ready settings of a split: its kind, seed, sizes and the numbers that define it (no tensors)."""
+    out = {"kind": split.kind, "seed": split.seed, "dataset": split.dataset.name, "num_labeled": len(split.y_lb),
+           "num_unlabeled": len(split.y_ulb), "num_test": len(split.y_test), "num_classes": split.num_classes}
+    for k, v in split.info.items():
+        if not isinstance(v, torch.Tensor):
+            out[k] = v
+    return out
 
 
 # ============================================================================ sampling

@@ -2,7 +2,6 @@
 images, and WRN-28-2 (the FixMatch backbone) for 32x32 images on a GPU."""
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

@@ -11,7 +11,6 @@ loop cleanly: the model, the EMA model and the history so far are kept, and ``re
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import threading
@@ -26,7 +25,12 @@ import torch
 import torch.nn as nn
 
 from . import augment as augment_mod
-from .data import DATASETS, IndexSampler, Split, balanced_split, load_dataset, to_float
+from .cache import FORMAT as CACHE_FORMAT
+from .cache import RunCache, code_digest, make_key, split_digest
+from .cache import default_dir as cache_default_dir
+from .data import DATASETS, IndexSampler, Split, SplitConfig, load_dataset, make_split, split_settings, to_float
+from .evaluation import EMA, auroc, balanced_accuracy, per_class_accuracy, predict_logits
+from .evaluation import evaluate, predict  # noqa: F401 - re-exported: sslteach.train.evaluate etc. still work
 from .models import MODELS, make_model
 from .utils import check_choice, check_float, check_int, describe_device, get_device, seed_everything
 
@@ -68,35 +72,6 @@ class TrainConfig:
         check_int("seed", self.seed, 0)
         get_device(self.device)
         return self
-
-
-class EMA:
-    """An exponential moving average of a model's weights: ``theta' <- a * theta' + (1 - a) * theta``.
-
-    As in the Mean Teacher code, the decay starts small, ``a_t = min(a, 1 - 1 / (t + 1))``, so early averages are
-    not dominated by the random initialisation. Buffers (BatchNorm statistics) are copied. The averaged model
-    never receives gradients (``requires_grad`` is off).
-    """
-
-    def __init__(self, model: nn.Module, decay: float = 0.999):
-        self.decay = check_float("ema_decay", decay, 0.0, 1.0)
-        self.module = copy.deepcopy(model)
-        self.module.eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        self.num_updates = 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, decay: float | None = None) -> float:
-        """One EMA step from ``model``; returns the decay actually used."""
-        self.num_updates += 1
-        a = self.decay if decay is None else decay
-        a = min(a, 1.0 - 1.0 / (self.num_updates + 1))
-        for p_ema, p in zip(self.module.parameters(), model.parameters()):
-            p_ema.mul_(a).add_(p.detach(), alpha=1 - a)
-        for b_ema, b in zip(self.module.buffers(), model.buffers()):
-            b_ema.copy_(b)
-        return a
 
 
 class History:
@@ -170,7 +145,14 @@ class Context:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the trained model(s), the history and the numbers that go into a report."""
+    """What :func:`train` returns: the trained model(s), the history and the numbers that go into a report.
+
+    ``test_accuracy`` is the accuracy of the reported model (the EMA copy, or the method's own choice such as Mean
+    Teacher's teacher) on the whole test set — on an open-set split, on its *known* classes (closed-set accuracy).
+    ``per_class_accuracy`` is each class's recall, ``balanced_accuracy`` their mean; ``auroc`` (open-set splits
+    only) is how well the method's outlier score tells unknown-class test images from known ones. ``split`` holds
+    the split's settings; ``from_cache`` says the run was read from the run cache instead of trained.
+    """
 
     method: str
     dataset: str
@@ -189,23 +171,50 @@ class TrainResult:
     train_config: dict
     extra: dict = field(default_factory=dict)
     method_obj: object = None
+    per_class_accuracy: list = field(default_factory=list)
+    balanced_accuracy: float = float("nan")
+    auroc: float | None = None
+    split: dict = field(default_factory=dict)
+    from_cache: bool = False
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no tensors, no model)."""
         return {"method": self.method, "dataset": self.dataset, "labels_per_class": self.labels_per_class,
                 "steps": self.steps, "steps_done": self.steps_done, "seed": self.seed, "device": self.device,
-                "test_accuracy": self.test_accuracy, "wall_seconds": self.wall_seconds,
-                "interrupted": self.interrupted, "method_config": self.method_config,
-                "train_config": self.train_config, "extra": self.extra, "history": self.history.to_list()}
+                "test_accuracy": self.test_accuracy, "balanced_accuracy": self.balanced_accuracy,
+                "per_class_accuracy": self.per_class_accuracy, "auroc": self.auroc, "split": self.split,
+                "wall_seconds": self.wall_seconds, "interrupted": self.interrupted, "from_cache": self.from_cache,
+                "method_config": self.method_config, "train_config": self.train_config, "extra": self.extra,
+                "history": self.history.to_list()}
 
     def save_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=_jsonable))
 
+    def report_model(self) -> nn.Module:
+        """The model whose accuracy is reported (the EMA copy, a teacher, a method's own test-time model)."""
+        key = self.extra.get("report", "test_acc")
+        name = key[len("test_acc_"):] if key.startswith("test_acc_") else ""
+        if name and name != "ema" and self.method_obj is not None:
+            models = self.method_obj.eval_models()
+            if name in models:
+                return models[name]
+        if name == "ema" and self.ema_model is not None:
+            return self.ema_model
+        return self.model
+
     def summary(self) -> str:
         stop = " (stopped early)" if self.interrupted else ""
-        return (f"{self.method} on {self.dataset} ({self.labels_per_class} labels/class, seed {self.seed}): "
-                f"test accuracy {self.test_accuracy:.2%} after {self.steps_done} steps in "
-                f"{self.wall_seconds:.1f}s on {self.device}{stop}")
+        cached = " [from the run cache]" if self.from_cache else ""
+        budget = (f"{self.labels_per_class} labels/class" if self.split.get("kind", "balanced") == "balanced"
+                  else f"{self.split.get('kind')} split")
+        extra = ""
+        if self.split.get("kind") == "long_tailed":
+            extra = f", balanced accuracy {self.balanced_accuracy:.2%}"
+        if self.auroc is not None:
+            extra = f" (known classes), outlier AUROC {self.auroc:.3f}"
+        return (f"{self.method} on {self.dataset} ({budget}, seed {self.seed}): "
+                f"test accuracy {self.test_accuracy:.2%}{extra} after {self.steps_done} steps in "
+                f"{self.wall_seconds:.1f}s on {self.device}{stop}{cached}")
 
 
 def _jsonable(o):
@@ -214,33 +223,6 @@ def _jsonable(o):
     if isinstance(o, torch.Tensor):
         return o.tolist()
     return str(o)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
-             autocast: Callable = nullcontext) -> float:
-    """Accuracy of ``model`` on ``(x, y)``, in eval mode, batch by batch (the mode is restored afterwards)."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for i in range(0, len(y), batch_size):
-        with autocast():
-            logits, _ = model(to_float(x[i: i + batch_size]))
-        correct += (logits.argmax(1) == y[i: i + batch_size]).sum().item()
-    model.train(was_training)
-    return correct / max(1, len(y))
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Softmax probabilities of ``model`` (eval mode) on ``x``, on the CPU."""
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    out = [torch.softmax(model(to_float(x[i: i + batch_size].to(dev)))[0].float(), 1).cpu()
-           for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
 
 
 def _param_groups(model: nn.Module, weight_decay: float):
@@ -339,6 +321,13 @@ class Trainer:
 
             bar = tqdm(total=cfg.steps, desc=method.name, leave=False, dynamic_ncols=True)
 
+        open_set = split.kind == "open_set" and isinstance(split.info.get("x_test_open"), torch.Tensor)
+        if open_set:
+            x_open_all, y_open_all = split.info["x_test_open"], split.info["y_test_open"]
+            open_idx = torch.randperm(len(y_open_all), generator=g)[: cfg.eval_size].to(self.device)
+            x_open_eval, y_open_eval = x_open_all[open_idx], y_open_all[open_idx]
+        tail = split.info.get("tail_classes") if split.kind == "long_tailed" else None
+
         def record_eval(final=False):
             x, y = (split.x_test, split.y_test) if final else (x_eval, y_eval)
             rec = {"step": self.step, "time": time.perf_counter() - t0, "lr": opt.param_groups[0]["lr"]}
@@ -346,12 +335,28 @@ class Trainer:
                 vals = [u for u in v if not math.isnan(u)]
                 rec[k] = float(np.mean(vals)) if vals else None
             window.clear()
-            rec["test_acc"] = evaluate(model, x, y, autocast=autocast)
+            report_key = self._report_key(method)
+            models = {"test_acc": model}
             if self.ema is not None:
-                rec["test_acc_ema"] = evaluate(self.ema.module, x, y, autocast=autocast)
-            for name, m in method.eval_models().items():
-                rec[f"test_acc_{name}"] = evaluate(m, x, y, autocast=autocast)
-            rec["test_acc_report"] = rec[self._report_key(method)]
+                models["test_acc_ema"] = self.ema.module
+            models.update({f"test_acc_{name}": m for name, m in method.eval_models().items()})
+            preds = {}
+            for key, m in models.items():
+                preds[key] = predict_logits(m, x, autocast=autocast).argmax(1)
+                rec[key] = (preds[key] == y).float().mean().item() if len(y) else 0.0
+            rec["test_acc_report"] = rec[report_key]
+            report_model = models[report_key]
+            if tail is not None:  # long-tailed split: the rare classes' mean recall, and the others'
+                pc = per_class_accuracy(preds[report_key], y, split.num_classes)
+                rec["test_acc_tail"] = balanced_accuracy([pc[c] for c in tail])
+                rec["test_acc_head"] = balanced_accuracy([v for c, v in enumerate(pc) if c not in tail])
+                rec["test_bal_acc"] = balanced_accuracy(pc)
+            if open_set:  # open-set split: how well the outlier score finds the unknown classes
+                xo, yo = (x_open_all, y_open_all) if final else (x_open_eval, y_open_eval)
+                scores = _batched_scores(method, report_model, xo)
+                rec["test_auroc"] = auroc(scores, yo < 0)
+            if final:
+                self._final_pred = preds[report_key]
             rec["final"] = final
             self.history.append(rec)
             self._fire("on_eval", rec)
@@ -396,8 +401,15 @@ class Trainer:
             if bar is not None:
                 bar.close()
         interrupted = interrupted or self.step < cfg.steps
-        rec = record_eval(final=True)
+        try:
+            rec = record_eval(final=True)
+        except KeyboardInterrupt:  # Ctrl-C again during the final evaluation: keep what we have, unevaluated
+            interrupted = True
+            rec = dict(self.history.records[-1]) if self.history.records else {"test_acc_report": float("nan")}
+            self._final_pred = None
         wall = time.perf_counter() - t0
+        pred = getattr(self, "_final_pred", None)
+        pc = per_class_accuracy(pred, split.y_test, split.num_classes) if pred is not None else []
         result = TrainResult(
             method=method.name, dataset=ds.name, labels_per_class=split.info.get("labels_per_class"),
             steps=cfg.steps, steps_done=self.step, seed=cfg.seed, device=self.device.type,
@@ -405,10 +417,10 @@ class Trainer:
             ema_model=self.ema.module if self.ema is not None else None, interrupted=interrupted,
             method_config=method.config_dict(), train_config=asdict(cfg),
             extra={"report": self._report_key(method), "device_name": describe_device(self.device),
-                   "split": repr(self.split)}, method_obj=method)
-        extra_results = getattr(method, "extra_results", None)  # a method's own summary (Noisy Student's rounds)
-        if callable(extra_results):
-            result.extra.update(extra_results())
+                   "split": repr(self.split)}, method_obj=method,
+            per_class_accuracy=pc, balanced_accuracy=balanced_accuracy(pc) if pc else float("nan"),
+            auroc=rec.get("test_auroc") if open_set else None, split=split_settings(self.split))
+        result.extra.update(method.extra_results())  # a method's own summary (Noisy Student's rounds)
         self._fire("on_train_end", rec)
         return result
 
@@ -419,38 +431,202 @@ class Trainer:
         return "test_acc_ema" if self.ema is not None else "test_acc"
 
 
-def train(method="supervised", dataset="digits", labels_per_class: int = 2, split: Split | None = None,
+def _batched_scores(method, model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The method's outlier scores for ``x``, batch by batch, on the CPU."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = [method.outlier_scores(model, to_float(x[i: i + batch_size])).float().cpu()
+               for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+#: Loop settings per dataset, used where neither the caller nor the method sets them (printed by the CLI).
+DATASET_DEFAULTS: dict[str, dict] = {}
+SPLIT_OPTIONS = tuple(f.name for f in fields(SplitConfig) if f.name not in ("kind", "labels_per_class"))
+
+
+def resolve_options(method_cls, dataset_name: str | None, options: dict) -> tuple[dict, dict, dict, dict]:
+    """Sort ``train(...)`` options into (loop settings, split settings, method settings) and say which loop
+    settings came from a default other than :class:`TrainConfig`'s: the method's ``train_defaults`` (first) or the
+    dataset's :data:`DATASET_DEFAULTS`. Options given explicitly always win."""
+    train_fields = {f.name for f in fields(TrainConfig)}
+    tcfg = {k: v for k, v in options.items() if k in train_fields}
+    scfg = {k: v for k, v in options.items() if k in SPLIT_OPTIONS}
+    mcfg = {k: v for k, v in options.items() if k not in train_fields and k not in SPLIT_OPTIONS}
+    applied = {}
+    for source in (DATASET_DEFAULTS.get(dataset_name or "", {}), getattr(method_cls, "train_defaults", {}) or {}):
+        for k, v in source.items():
+            if k not in tcfg:
+                applied[k] = v
+    return {**applied, **tcfg}, scfg, mcfg, applied
+
+
+def train(method="supervised", dataset="digits", labels_per_class: int = 2, split: Split | str | None = None,
           callbacks: dict | None = None, trainer_hook: Callable | None = None, network: nn.Module | None = None,
-          **options) -> TrainResult:
+          cache: bool | str | Path | None = None, **options) -> TrainResult:
     """Train ``method`` (a name or a method object) on ``dataset`` with ``labels_per_class`` labels per class.
 
-    ``options`` are :class:`TrainConfig` fields (``steps``, ``seed``, ``device``, ...) and the method's own
-    configuration fields (``tau``, ``lambda_u``, ...), sorted automatically::
+    ``options`` are :class:`TrainConfig` fields (``steps``, ``seed``, ``device``, ...), split settings
+    (``imbalance_ratio``, ``n_max``, ``m_max``, ``known_classes``, ... see :class:`~sslteach.data.SplitConfig`) and
+    the method's own configuration fields (``tau``, ``lambda_u``, ...), sorted automatically::
 
         result = train("fixmatch", "digits", labels_per_class=2, steps=500, tau=0.95, seed=1)
         result.test_accuracy, result.history.series("mask_rate")
+        train("fixmatch", "digits", split="long_tailed", imbalance_ratio=50)   # CoSSL's setting, scaled down
+        train("fixmatch", "digits", split="open_set", known_classes=6)          # OpenMatch's setting
 
-    ``callbacks`` maps an event name to a function (see :class:`Trainer`); ``trainer_hook(trainer)`` is called
-    before training starts (the widgets use it to keep a handle for the Stop button). ``network`` trains a given
-    ``nn.Module`` (returning ``(logits, features)``) instead of building one from ``model``.
+    ``split`` is a kind (``"balanced"``, the default, ``"long_tailed"``, ``"open_set"``) or a ready
+    :class:`~sslteach.data.Split` (its seed is the split's own; ``seed`` then seeds the training only).
+
+    ``cache``: reuse a finished run with the same settings from the run cache (:mod:`sslteach.cache`) and store new
+    ones there. ``None`` (default): on, in ``$SSLTEACH_CACHE`` or ``~/.cache/sslteach/runs``, unless
+    ``SSLTEACH_CACHE=off``; ``False``: train and store nothing; a path: that folder. Runs with ``network=`` or
+    stopped early are never stored.
+
+    ``callbacks`` maps an event name to a function (see :class:`Trainer`; a cached run replays its evaluations to
+    ``on_eval``); ``trainer_hook(trainer)`` is called before training starts (the widgets use it to keep a handle
+    for the Stop button). ``network`` trains a given ``nn.Module`` (returning ``(logits, features)``) instead of
+    building one from ``model``.
     """
-    from .methods import get_method
+    from .methods import METHODS, get_method
 
-    train_fields = {f.name for f in fields(TrainConfig)}
-    tcfg = {k: v for k, v in options.items() if k in train_fields}
-    mcfg = {k: v for k, v in options.items() if k not in train_fields}
+    ds_name = dataset if isinstance(dataset, str) else getattr(dataset, "name", None)
+    if isinstance(split, Split):
+        ds_name = split.dataset.name
+    if isinstance(method, str):
+        check_choice("method", method, METHODS)
+        method_cls = METHODS[method]
+    else:
+        method_cls = type(method)
+    tcfg, scfg, mcfg, _ = resolve_options(method_cls, ds_name, options)
     if isinstance(method, str):
         method = get_method(method, **mcfg)
     elif mcfg:
-        raise ValueError(f"options {sorted(mcfg)} are not TrainConfig fields; pass them to the method object")
+        raise ValueError(f"options {sorted(mcfg)} are not TrainConfig or split settings; pass them to the method "
+                         f"object")
     config = TrainConfig(**tcfg).validate()
-    if split is None:
-        check_choice("dataset", dataset, DATASETS) if isinstance(dataset, str) else None
-        split = balanced_split(load_dataset(dataset) if isinstance(dataset, str) else dataset, labels_per_class,
-                               seed=config.seed)
-    trainer = Trainer(method, split, config, model=network)
-    for event, fn in (callbacks or {}).items():
-        trainer.add_callback(event, fn)
-    if trainer_hook is not None:
-        trainer_hook(trainer)
-    return trainer.fit()
+    if not isinstance(split, Split):
+        if isinstance(dataset, str):
+            check_choice("dataset", dataset, DATASETS)
+        split_cfg = SplitConfig(kind=split or "balanced", labels_per_class=labels_per_class, **scfg).validate()
+        split = make_split(load_dataset(dataset) if isinstance(dataset, str) else dataset, split_cfg,
+                           seed=config.seed)
+    elif scfg:
+        raise ValueError(f"split settings {sorted(scfg)} given together with a ready Split; build the split with them")
+
+    store = None if network is not None else _cache_for(cache)
+    key = None
+    if store is not None:
+        key = make_key(_cache_spec(method, config, split))
+        hit = _from_cache(store, key, method, config, split, callbacks)
+        if hit is not None:
+            return hit
+
+    def run() -> TrainResult:
+        trainer = Trainer(method, split, config, model=network)
+        for event, fn in (callbacks or {}).items():
+            trainer.add_callback(event, fn)
+        if trainer_hook is not None:
+            trainer_hook(trainer)
+        return trainer.fit()
+
+    if store is None:
+        return run()
+    with store.lock(key):  # another process training the same run: wait for it, then read its result
+        hit = _from_cache(store, key, method, config, split, callbacks)
+        if hit is not None:
+            return hit
+        result = run()
+        if not result.interrupted:
+            _to_cache(store, key, result)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- the run cache
+def _cache_for(cache) -> RunCache | None:
+    if cache is False:
+        return None
+    if cache is None or cache is True:
+        root = cache_default_dir()
+        if root is None:
+            if cache is True:
+                raise ValueError("cache=True but SSLTEACH_CACHE turns the run cache off; unset it or pass a folder")
+            return None
+        return RunCache(root)
+    return RunCache(cache)
+
+
+def _cache_spec(method, config: TrainConfig, split: Split) -> dict:
+    """Everything that decides a run's result (see :mod:`sslteach.cache`)."""
+    tc = asdict(config)
+    for k in ("progress", "device"):
+        tc.pop(k)
+    return {"format": CACHE_FORMAT, "method": f"{type(method).__module__}.{type(method).__qualname__}",
+            "method_name": method.name, "method_config": method.config_dict(), "train_config": tc,
+            "device": get_device(config.device).type, "dataset": split.dataset.name,
+            "split": {k: v for k, v in split_settings(split).items()}, "split_data": split_digest(split),
+            "code": code_digest(), "torch": torch.__version__}
+
+
+def _to_cache(store: RunCache, key: str, result: TrainResult) -> None:
+    tensors = {f"model.{k}": v for k, v in result.model.state_dict().items()}
+    if result.ema_model is not None:
+        tensors.update({f"ema.{k}": v for k, v in result.ema_model.state_dict().items()})
+    if result.method_obj is not None:
+        tensors.update({f"method.{k}": v for k, v in result.method_obj.state_tensors().items()})
+    try:
+        store.store(key, json.loads(json.dumps(result.to_dict(), default=_jsonable)), tensors)
+    except OSError as e:  # a full disk or a read-only home must not lose the run that was just trained
+        import warnings
+
+        warnings.warn(f"sslteach run cache: could not store the run in {store.root} ({e})", stacklevel=3)
+
+
+def _from_cache(store: RunCache, key: str, method, config: TrainConfig, split: Split,
+                callbacks: dict | None) -> TrainResult | None:
+    t0 = time.perf_counter()
+    loaded = store.load(key)
+    if loaded is None:
+        return None
+    rec, tensors = loaded
+    try:
+        device = get_device(config.device)
+        ds = split.dataset
+        model = make_model(config.model, ds.input_shape, split.num_classes, config.dropout, config.width)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        model.to(device).train()
+        ema_model = None
+        ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        if ema_state:
+            ema = EMA(model, config.ema_decay or 0.99)
+            ema.module.load_state_dict(ema_state)
+            ema_model = ema.module
+        ctx = Context(augment_mod.for_dataset(ds), config.steps, config.steps, device, split.num_classes,
+                      len(split.y_ulb))
+        method.setup(model, split.to(device), ctx)
+        method.load_state_tensors({k[7:]: v for k, v in tensors.items() if k.startswith("method.")})
+        history = History()
+        for r in rec["history"]:
+            history.append(r)
+        names = {f.name for f in fields(TrainResult)} - {"history", "model", "ema_model", "method_obj",
+                                                            "from_cache"}
+        result = TrainResult(**{k: rec[k] for k in names if k in rec}, history=history, model=model,
+                             ema_model=ema_model, method_obj=method, from_cache=True)
+        result.device = device.type
+    except Exception as e:  # noqa: BLE001 - an entry that does not fit this code is retrained, not trusted
+        import warnings
+
+        warnings.warn(f"sslteach run cache: entry {key} could not be restored ({type(e).__name__}: "
+                      f"{str(e)[:150]}); training instead", stacklevel=3)
+        return None
+    result.extra["cache_load_seconds"] = time.perf_counter() - t0
+    on_eval = (callbacks or {}).get("on_eval")
+    if on_eval is not None:  # a panel draws a cached run's curve as if it had just trained it
+        for r in history.records:
+            on_eval(None, r)
+    on_end = (callbacks or {}).get("on_train_end")
+    if on_end is not None and history.records:
+        on_end(None, history.records[-1])
+    return result

@@ -93,7 +93,7 @@ def plot_decision_boundary(model, split, ax=None, title: str = "", resolution: i
     gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], resolution), torch.linspace(lo[1], hi[1], resolution),
                             indexing="xy")
     grid = torch.stack([gx.flatten(), gy.flatten()], 1)
-    from .train import predict
+    from .evaluation import predict
 
     p = predict(model, grid)[:, 1].reshape(resolution, resolution)
     ax.contourf(gx, gy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.45)

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .data import OFFLINE_DATASETS, balanced_split, load_dataset
-from .methods import METHODS, get_method
+from .methods import METHODS
 from .train import TrainResult, train
 
 #: Curves drawn in the right-hand plot when a method logs them.
@@ -284,6 +284,16 @@ class TrainingPanel:
         self.table.add(result, label)
         self.status.value = html.escape(result.summary())
         return result
+
+    def add_result(self, result: TrainResult, label: str | None = None) -> None:
+        """Show a run trained outside the panel (e.g. by ``train(...)`` in an earlier cell) as if the panel had
+        trained it: its accuracy curve and a table row."""
+        label = label or result.method
+        self.plot.begin_run(label, len(self.results) + 1, self.extra_acc)
+        for record in result.history.records:
+            self.plot.update(record)
+        self.results.append(result)
+        self.table.add(result, label)
 
     def start(self) -> threading.Thread:
         """What the Train button does: :meth:`run` in a background thread, so Stop stays responsive."""

@@ -51,6 +51,9 @@ class Method:
     paper = ""
     Config = MethodConfig
     report: str | None = None
+    #: Loop settings (:class:`~sslteach.train.TrainConfig` fields) this method defaults to, e.g. ``{"steps": 600}``
+    #: for a method whose step costs more; options given to ``train(...)`` override them.
+    train_defaults: dict = {}
 
     def __init__(self, config: MethodConfig | None = None, **overrides):
         if config is None:
@@ -85,8 +88,54 @@ class Method:
     def eval_models(self) -> dict[str, nn.Module]:
         return {}
 
+    def extra_results(self) -> dict:
+        """A method's own summary, merged into ``result.extra`` at the end (Noisy Student: its rounds)."""
+        return {}
+
+    def outlier_scores(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Open-set splits: a score per image, high = probably an unknown class (AUROC is computed from it).
+        The default is ``1 - max softmax`` of ``model`` (the baseline score of any classifier); OpenMatch overrides
+        it with its one-vs-all detectors. ``x`` is a batch of unaugmented images on the model's device."""
+        from ..evaluation import max_softmax_outlier_score, predict_logits
+
+        return max_softmax_outlier_score(predict_logits(model, x))
+
     def config_dict(self) -> dict:
         return asdict(self.config)
+
+    # ---- the run cache: a method's learned state as a flat dict of tensors
+    def _stateful(self) -> dict:
+        """Attributes that hold learned state: modules, EMA copies, tensors (a memory bank ...)."""
+        from ..evaluation import EMA
+
+        out = {}
+        for k, v in vars(self).items():
+            if k == "config":
+                continue
+            if isinstance(v, EMA):
+                out[k] = v.module
+            elif isinstance(v, (nn.Module, torch.Tensor)):
+                out[k] = v
+        return out
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything :meth:`load_state_tensors` needs to rebuild the trained method after :meth:`setup`."""
+        out = {}
+        for k, v in self._stateful().items():
+            if isinstance(v, nn.Module):
+                out.update({f"{k}.{n}": t for n, t in v.state_dict().items()})
+            else:
+                out[k] = v
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Put the tensors of :meth:`state_tensors` back (called on a freshly set-up method)."""
+        for k, v in self._stateful().items():
+            if isinstance(v, nn.Module):
+                sub = {n[len(k) + 1:]: t for n, t in tensors.items() if n.startswith(k + ".")}
+                v.load_state_dict(sub)
+            elif k in tensors:
+                setattr(self, k, tensors[k].to(device=v.device, dtype=v.dtype))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config_dict().items())

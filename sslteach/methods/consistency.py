@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..train import EMA
+from ..evaluation import EMA
 from ..utils import check_float, check_int
 from .base import Method, MethodConfig, param, pseudo_label_accuracy, supervised_loss
 

@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import to_float
-from ..train import EMA, evaluate
+from ..evaluation import EMA, evaluate
 from ..utils import check_int
 from .base import Method, MethodConfig, param, pseudo_label_accuracy, supervised_loss
 

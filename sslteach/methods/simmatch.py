@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import to_float
-from ..train import EMA
+from ..evaluation import EMA
 from .base import Method, MethodConfig, param, pseudo_label_accuracy, supervised_loss
 
 

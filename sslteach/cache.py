@@ -1,0 +1,204 @@
+"""A cache of finished training runs, so that re-running a notebook in class is instant the second time.
+
+``train(...)`` looks a run up by a key made of everything that decides its result — the method and its
+configuration, the loop configuration, the dataset and the split (its settings *and* a digest of its tensors), the
+seed, the device kind, a digest of the package's own source code, and the torch version — and, on a hit, returns the
+stored :class:`~sslteach.train.TrainResult` (accuracy, history, timings, and the trained weights) in well under a
+second, with ``result.from_cache`` set. A miss trains and stores the run. Runs stopped early are never stored.
+
+Files: ``<key>.json`` (the result, plain JSON) and ``<key>.pt`` (weights only: a flat dict of tensors, read with
+``torch.load(weights_only=True)``, so a cache file can never run code). Both are written to a temporary file and
+renamed into place, so a reader never sees half a file and two writers (two pytest workers, two notebooks) cannot
+corrupt an entry; :meth:`RunCache.lock` lets them agree that only one of them trains. A corrupt, truncated or foreign
+file is reported with a warning and ignored (the run is retrained), never trusted.
+
+Location: ``$SSLTEACH_CACHE`` if set (``0``/``off`` turns the cache off), else ``~/.cache/sslteach/runs``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+FORMAT = 1
+_OFF = ("0", "off", "false", "no", "none")
+_CODE_DIGEST: str | None = None
+
+
+def default_dir() -> Path | None:
+    """The cache folder, or ``None`` when ``SSLTEACH_CACHE`` turns the cache off."""
+    env = os.environ.get("SSLTEACH_CACHE")
+    if env is not None and env.strip().lower() in _OFF:
+        return None
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "sslteach" / "runs"
+
+
+def code_digest() -> str:
+    """A digest of every ``.py`` file of the package: editing the code that trains invalidates the cache."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        h = hashlib.sha256()
+        root = Path(__file__).resolve().parent
+        for p in sorted(root.rglob("*.py")):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+        _CODE_DIGEST = h.hexdigest()[:16]
+    return _CODE_DIGEST
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """A digest of the tensors' shapes, dtypes and contents (the split's data)."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def split_digest(split) -> str:
+    tensors = [split.x_lb, split.y_lb, split.x_ulb, split.y_ulb, split.x_test, split.y_test]
+    for k in ("x_test_open", "y_test_open"):
+        if isinstance(split.info.get(k), torch.Tensor):
+            tensors.append(split.info[k])
+    return tensor_digest(*tensors)
+
+
+def _canonical(o):
+    if isinstance(o, dict):
+        return {str(k): _canonical(v) for k, v in sorted(o.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(o, (list, tuple)):
+        return [_canonical(v) for v in o]
+    if isinstance(o, float):
+        return repr(o)  # 0.1 and 0.10000000000000002 differ; NaN is a string, not invalid JSON
+    if isinstance(o, (str, int, bool)) or o is None:
+        return o
+    return f"{type(o).__name__}:{o}"
+
+
+def make_key(spec: dict) -> str:
+    """The cache key of a run: a digest of its canonical JSON ``spec``."""
+    text = json.dumps(_canonical(spec), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _finite_json(o):
+    """NaN / inf are not JSON: stored as strings and turned back on load."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return {"__float__": repr(o)}
+    if isinstance(o, dict):
+        return {k: _finite_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite_json(v) for v in o]
+    return o
+
+
+def _restore_floats(o):
+    if isinstance(o, dict):
+        if set(o) == {"__float__"}:
+            return float(o["__float__"])
+        return {k: _restore_floats(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_restore_floats(v) for v in o]
+    return o
+
+
+class CacheError(RuntimeError):
+    """A cache entry that cannot be trusted (corrupt, truncated, written by something else)."""
+
+
+class RunCache:
+    """Finished runs on disk, by key. ``RunCache()`` uses :func:`default_dir`."""
+
+    def __init__(self, root: str | Path | None = None):
+        root = default_dir() if root is None else Path(root).expanduser()
+        if root is None:
+            raise ValueError("the run cache is turned off (SSLTEACH_CACHE=off); pass cache=False or a folder")
+        self.root = Path(root)
+
+    def paths(self, key: str) -> tuple[Path, Path]:
+        return self.root / f"{key}.json", self.root / f"{key}.pt"
+
+    def __contains__(self, key: str) -> bool:
+        return self.paths(key)[0].exists()
+
+    @contextlib.contextmanager
+    def lock(self, key: str):
+        """An exclusive lock on one key (a file lock, so it holds across processes): whoever holds it trains, the
+        others wait and then find the stored run. A no-op where file locks are not available."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        with open(self.root / f"{key}.lock", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # ------------------------------------------------------------------------------------------ writing
+    def store(self, key: str, record: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """Write one entry atomically: the JSON ``record`` and a flat dict of tensors."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        jpath, tpath = self.paths(key)
+        doc = {"format": FORMAT, "key": key, "record": _finite_json(record),
+               "tensors": sorted(tensors)}
+        self._atomic(tpath, lambda f: torch.save({k: v.detach().cpu() for k, v in tensors.items()}, f))
+        self._atomic(jpath, lambda f: f.write(json.dumps(doc).encode()))  # last: the JSON marks the entry complete
+
+    def _atomic(self, path: Path, write) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    # ------------------------------------------------------------------------------------------ reading
+    def load(self, key: str) -> tuple[dict, dict[str, torch.Tensor]] | None:
+        """``(record, tensors)`` of a stored run, or ``None`` when there is none. A damaged or foreign entry gives
+        a warning and ``None`` (it will be retrained and overwritten), never an exception and never unpickling."""
+        jpath, tpath = self.paths(key)
+        if not jpath.exists():
+            return None
+        try:
+            doc = json.loads(jpath.read_text())
+            if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("key") != key:
+                raise CacheError("not an sslteach run of this key and format")
+            tensors = torch.load(tpath, map_location="cpu", weights_only=True)
+            if not isinstance(tensors, dict) or sorted(tensors) != doc.get("tensors") or \
+                    not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+                raise CacheError("its weights file does not match its record")
+            return _restore_floats(doc["record"]), tensors
+        except Exception as e:  # noqa: BLE001 - anything wrong with the files means: do not trust them
+            warnings.warn(f"sslteach run cache: ignoring the damaged entry {jpath.name} in {self.root} "
+                          f"({type(e).__name__}: {str(e)[:150]}); the run will be trained again", stacklevel=3)
+            return None
+
+    def clear(self) -> int:
+        """Delete every stored run; returns how many entries were removed."""
+        n = 0
+        if self.root.exists():
+            for p in self.root.iterdir():
+                if p.suffix in (".json", ".pt", ".lock", ".tmp"):
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                        n += p.suffix == ".json"
+        return n

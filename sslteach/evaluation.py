@@ -1,0 +1,132 @@
+"""Evaluating a model, and the small building blocks every method and the training loop share.
+
+This module sits *below* both :mod:`sslteach.train` and :mod:`sslteach.methods` (neither imports the other for
+these): the EMA copy of a model's weights, accuracy, softmax predictions, per-class accuracy and the AUROC of an
+outlier score.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .data import to_float
+from .utils import check_float
+
+
+class EMA:
+    """An exponential moving average of a model's weights: ``theta' <- a * theta' + (1 - a) * theta``.
+
+    As in the Mean Teacher code, the decay starts small, ``a_t = min(a, 1 - 1 / (t + 1))``, so early averages are
+    not dominated by the random initialisation. Buffers (BatchNorm statistics) are copied. The averaged model
+    never receives gradients (``requires_grad`` is off).
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        self.decay = check_float("ema_decay", decay, 0.0, 1.0)
+        self.module = copy.deepcopy(model)
+        self.module.eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.num_updates = 0
+        self._params = [p for p in self.module.parameters()]
+        self._buffers = [b for b in self.module.buffers()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float | None = None) -> float:
+        """One EMA step from ``model``; returns the decay actually used."""
+        self.num_updates += 1
+        a = self.decay if decay is None else decay
+        a = min(a, 1.0 - 1.0 / (self.num_updates + 1))
+        src = [p.detach() for p in model.parameters()]
+        if self._params:
+            # one fused call for every tensor: p_ema = a * p_ema + (1 - a) * p  (lerp towards p by 1 - a)
+            torch._foreach_lerp_(self._params, src, 1.0 - a)
+        for b_ema, b in zip(self._buffers, model.buffers()):
+            b_ema.copy_(b)
+        return a
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
+                   autocast: Callable = nullcontext) -> torch.Tensor:
+    """Logits of ``model`` (eval mode; the mode is restored afterwards) on ``x``, batch by batch, as float32 on
+    the model's device."""
+    was_training = model.training
+    model.eval()
+    dev = _device_of(model)
+    out = []
+    for i in range(0, len(x), batch_size):
+        with autocast():
+            logits, _ = model(to_float(x[i: i + batch_size].to(dev)))
+        out.append(logits.float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, device=dev)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
+             autocast: Callable = nullcontext) -> float:
+    """Accuracy of ``model`` on ``(x, y)``, in eval mode, batch by batch (the mode is restored afterwards)."""
+    if len(y) == 0:
+        return 0.0
+    pred = predict_logits(model, x, batch_size, autocast).argmax(1)
+    return (pred == y.to(pred.device)).float().mean().item()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Softmax probabilities of ``model`` (eval mode) on ``x``, on the CPU."""
+    if len(x) == 0:
+        return torch.empty(0)
+    return torch.softmax(predict_logits(model, x, batch_size), 1).cpu()
+
+
+def per_class_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[float]:
+    """Recall of each class: the share of its test images predicted as it (NaN for a class with no test image)."""
+    pred, y = torch.as_tensor(pred).cpu(), torch.as_tensor(y).cpu()
+    out = []
+    for c in range(num_classes):
+        m = y == c
+        out.append(float((pred[m] == c).float().mean()) if m.any() else float("nan"))
+    return out
+
+
+def balanced_accuracy(per_class: list[float]) -> float:
+    """Mean of the per-class accuracies (classes without test images are left out)."""
+    vals = [v for v in per_class if v == v]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def auroc(scores, is_positive) -> float:
+    """Area under the ROC curve of ``scores`` for telling positives (``is_positive`` true) from negatives: the
+    probability that a random positive scores higher than a random negative, ties counting one half (the
+    Mann-Whitney U statistic; equals ``sklearn.metrics.roc_auc_score``). NaN when one of the groups is empty."""
+    s = torch.as_tensor(scores, dtype=torch.float64).flatten().cpu()
+    pos = torch.as_tensor(is_positive).flatten().cpu().bool()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    # average ranks (1-based); tied scores share the mean of their ranks
+    order = torch.argsort(s, stable=True)
+    _, inverse, counts = torch.unique_consecutive(s[order], return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    mean_rank = ends - (counts.double() - 1) / 2
+    ranks = torch.empty_like(s)
+    ranks[order] = mean_rank[inverse]
+    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
+def max_softmax_outlier_score(logits: torch.Tensor) -> torch.Tensor:
+    """The baseline outlier score of any classifier: ``1 - max_c softmax(logits)_c`` (high = probably unknown)."""
+    return 1.0 - torch.softmax(logits.float(), 1).max(1).values
