@@ -289,7 +289,7 @@ class Trainer:
         split = self.split.to(self.device)
         ds = split.dataset
         if self.model is None:
-            self.model = make_model(cfg.model, ds.input_shape, split.num_classes, cfg.dropout, cfg.width)
+            self.model = build_model(method, cfg, ds.input_shape, split.num_classes)
         model = self.model.to(self.device)
         model.train()
         params = _param_groups(model, cfg.weight_decay)
@@ -429,6 +429,13 @@ class Trainer:
         if report:
             return f"test_acc_{report}"
         return "test_acc_ema" if self.ema is not None else "test_acc"
+
+
+def build_model(method, config: TrainConfig, input_shape: tuple, num_classes: int) -> nn.Module:
+    """The network a run trains: the method's own (:meth:`~sslteach.methods.base.Method.build_model`) or the
+    usual one for the data (:func:`~sslteach.models.make_model`)."""
+    own = method.build_model(tuple(input_shape), num_classes, config)
+    return own if own is not None else make_model(config.model, input_shape, num_classes, config.dropout, config.width)
 
 
 def _batched_scores(method, model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
@@ -594,7 +601,7 @@ def _from_cache(store: RunCache, key: str, method, config: TrainConfig, split: S
     try:
         device = get_device(config.device)
         ds = split.dataset
-        model = make_model(config.model, ds.input_shape, split.num_classes, config.dropout, config.width)
+        model = build_model(method, config, ds.input_shape, split.num_classes)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         model.to(device).train()
         ema_model = None

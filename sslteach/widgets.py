@@ -16,9 +16,10 @@ import ipywidgets as W
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .data import OFFLINE_DATASETS, balanced_split, load_dataset
+from .data import OFFLINE_DATASETS, SPLIT_KINDS, balanced_split, load_dataset
 from .methods import METHODS
 from .train import TrainResult, train
+from .utils import check_choice, check_int
 
 #: Curves drawn in the right-hand plot when a method logs them.
 DIAGNOSTICS = ("loss", "loss_x", "loss_u", "loss_feat", "loss_in", "mask_rate", "pseudo_acc", "weight_u",
@@ -38,6 +39,9 @@ def control_for(f, value=None) -> W.Widget:
     style = {"description_width": "110px"}
     layout = W.Layout(width="360px")
     tip = m.get("help", "")
+    if m.get("paper") is not None:  # a CPU-scaled default: the paper's value is one hover away
+        tip = f"{tip} (paper: {m['paper']})"
+        desc = f"{f.name} *"
     if m.get("choices"):
         return W.Dropdown(options=list(m["choices"]), value=v, description=desc, style=style, layout=layout,
                           tooltip=tip)
@@ -69,8 +73,17 @@ class ResultsTable:
         row = {"run": len(self.rows) + 1, "label": label or result.method, "method": result.method,
                "dataset": result.dataset, "labels/class": result.labels_per_class, "seed": result.seed,
                "options": knobs or "-", "steps": result.steps_done,
-               "test accuracy": result.test_accuracy, "seconds": result.wall_seconds,
-               "note": "stopped early" if result.interrupted else ""}
+               "test accuracy": result.test_accuracy}
+        kind = (result.split or {}).get("kind", "balanced")
+        if kind == "long_tailed":
+            tail = (result.split or {}).get("tail_classes") or []
+            pc = result.per_class_accuracy or []
+            row["tail accuracy"] = (sum(pc[c] for c in tail) / len(tail)) if tail and pc else float("nan")
+        if kind == "open_set":
+            row["AUROC"] = result.auroc if result.auroc is not None else float("nan")
+        row["seconds"] = result.wall_seconds
+        row["note"] = "; ".join(n for n in ("stopped early" if result.interrupted else "",
+                                            "from the run cache" if result.from_cache else "") if n)
         self.rows.append(row)
         self.widget.value = self._html()
         return row
@@ -88,6 +101,10 @@ class ResultsTable:
                 v = r[c]
                 if c == "test accuracy":
                     v = f"<b>{v:.1%}</b>" if v == best else f"{v:.1%}"
+                elif c == "tail accuracy":
+                    v = f"{v:.1%}" if v == v else "n/a"
+                elif c == "AUROC":
+                    v = f"{v:.3f}" if v == v else "n/a"
                 elif c == "seconds":
                     v = f"{v:.1f}"
                 else:
@@ -181,12 +198,19 @@ class TrainingPanel:
 
     ``TrainingPanel(["supervised", "fixmatch"], steps=500)``; ``panel.run()`` trains with the current widget values
     (keyword arguments override them) and returns the :class:`~sslteach.train.TrainResult`.
+
+    ``split="long_tailed"`` replaces the label-budget slider by an imbalance-ratio slider (CoSSL's setting);
+    ``split="open_set"`` adds a slider for the number of known classes (OpenMatch's). ``dataset`` may be any
+    dataset name (the downloaded ones too). Only the last ``keep_models`` runs keep their trained models in memory
+    (older rows keep their numbers and curves), so a long class does not fill the kernel's memory.
     """
 
     def __init__(self, methods=("supervised",), dataset: str = "digits", datasets=OFFLINE_DATASETS,
                  labels_per_class: int = 2, steps: int = 500, seed: int = 0, device: str = "auto",
                  max_labels: int = 20, max_steps: int = 3000, knobs: dict | None = None, hidden=(),
-                 train_options: dict | None = None, extra_acc: dict[str, str] | None = None):
+                 train_options: dict | None = None, extra_acc: dict[str, str] | None = None,
+                 split: str = "balanced", imbalance_ratio: float = 50.0, known_classes: int = 6,
+                 keep_models: int = 3):
         methods = [methods] if isinstance(methods, str) else list(methods)
         for m in methods:
             if m not in METHODS:
@@ -198,7 +222,8 @@ class TrainingPanel:
         self.knob_defaults = dict(knobs or {})
         self.method = W.Dropdown(options=methods, value=methods[0], description="method",
                                  layout=W.Layout(width="300px"))
-        self.dataset = W.Dropdown(options=list(datasets), value=dataset, description="dataset",
+        datasets = list(datasets) + ([dataset] if dataset not in datasets else [])
+        self.dataset = W.Dropdown(options=datasets, value=dataset, description="dataset",
                                   layout=W.Layout(width="300px"))
         self.labels = W.IntSlider(value=labels_per_class, min=1, max=max_labels, description="labels/class",
                                   continuous_update=False, style={"description_width": "110px"},
@@ -207,6 +232,18 @@ class TrainingPanel:
                                  continuous_update=False, style={"description_width": "110px"},
                                  layout=W.Layout(width="360px"))
         self.seed = W.BoundedIntText(value=seed, min=0, max=10**6, description="seed", layout=W.Layout(width="200px"))
+        check_choice("split", split, SPLIT_KINDS)
+        self.split = split
+        self.keep_models = check_int("keep_models", keep_models, 0)
+        slider = dict(continuous_update=False, style={"description_width": "110px"}, layout=W.Layout(width="360px"))
+        self.imbalance = W.FloatSlider(value=imbalance_ratio, min=1, max=100, step=1, description="imbalance ratio",
+                                       readout_format=".0f", tooltip="gamma = N_max / N_min of the labeled and "
+                                       "unlabeled class sizes (CoSSL: 50, 100, 150 on CIFAR-10-LT)", **slider)
+        self.known = W.IntSlider(value=known_classes, min=2, max=9, description="known classes",
+                                 tooltip="classes 0..K-1 are known (labeled); the others appear only, unlabeled, "
+                                         "as outliers", **slider)
+        split_controls = {"balanced": [self.labels], "long_tailed": [self.imbalance],
+                          "open_set": [self.known, self.labels]}[split]
         self.train_button = W.Button(description="Train", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.status = W.HTML("Ready.")
@@ -222,7 +259,7 @@ class TrainingPanel:
         self.train_button.on_click(lambda b: self._guard(self.start))
         self.stop_button.on_click(lambda b: self._guard(self.stop))
         self._build_knobs()
-        left = W.VBox([self.method, self.dataset, self.labels, self.steps, self.seed])
+        left = W.VBox([self.method, self.dataset, *split_controls, self.steps, self.seed])
         buttons = W.HBox([self.train_button, self.stop_button, self.status])
         self.widget = W.VBox([W.HBox([left, self.knob_box]), buttons, self.errors, self.plot.fig,
                               W.HTML("<b>Runs so far</b>"), self.table.widget])
@@ -233,7 +270,11 @@ class TrainingPanel:
         cls = METHODS[self.method.value]
         self.knobs = {f.name: control_for(f, self.knob_defaults.get(f.name))
                       for f in fields(cls.Config) if f.name not in self.hidden}
-        self.knob_box.children = [W.HTML(f"<b>{cls.name}</b>: {html.escape(cls.summary)}")] + list(self.knobs.values())
+        note = []
+        if any((f.metadata or {}).get("paper") is not None for f in fields(cls.Config) if f.name in self.knobs):
+            note = [W.HTML("<small>* a CPU-scaled default: hover over the slider for the paper's value</small>")]
+        self.knob_box.children = ([W.HTML(f"<b>{cls.name}</b>: {html.escape(cls.summary)}")]
+                                  + list(self.knobs.values()) + note)
 
     def _guard(self, fn, *args):
         """Run a widget callback; show any exception in the panel instead of losing it."""
@@ -252,7 +293,12 @@ class TrainingPanel:
     # ---------------------------------------------------------------- running
     def options(self, **overrides) -> dict:
         opts = {"method": self.method.value, "dataset": self.dataset.value, "labels_per_class": self.labels.value,
-                "steps": self.steps.value, "seed": self.seed.value, "device": self.device, "progress": False}
+                "steps": self.steps.value, "seed": self.seed.value, "device": self.device, "progress": False,
+                "split": self.split}
+        if self.split == "long_tailed":
+            opts["imbalance_ratio"] = float(self.imbalance.value)
+        if self.split == "open_set":
+            opts["known_classes"] = int(self.known.value)
         opts.update(self.train_options)
         opts.update({k: w.value for k, w in self.knobs.items()})
         opts.update(overrides)
@@ -280,10 +326,17 @@ class TrainingPanel:
             result = train(method, callbacks={"on_eval": on_eval}, trainer_hook=hook, **opts)
         finally:
             self.train_button.disabled, self.stop_button.disabled = False, True
-        self.results.append(result)
+        self._keep(result)
         self.table.add(result, label)
         self.status.value = html.escape(result.summary())
         return result
+
+    def _keep(self, result: TrainResult) -> None:
+        """Remember a finished run; older runs than the last ``keep_models`` let go of their trained models."""
+        self.results.append(result)
+        old = self.results[:-self.keep_models] if self.keep_models else self.results
+        for r in old:
+            r.model = r.ema_model = r.method_obj = None
 
     def add_result(self, result: TrainResult, label: str | None = None) -> None:
         """Show a run trained outside the panel (e.g. by ``train(...)`` in an earlier cell) as if the panel had
@@ -292,7 +345,7 @@ class TrainingPanel:
         self.plot.begin_run(label, len(self.results) + 1, self.extra_acc)
         for record in result.history.records:
             self.plot.update(record)
-        self.results.append(result)
+        self._keep(result)
         self.table.add(result, label)
 
     def start(self) -> threading.Thread:
@@ -307,9 +360,11 @@ class TrainingPanel:
 
     def stop(self) -> None:
         """What the Stop button does: end the current run after this step; its curve and row are kept."""
-        if self.trainer is not None:
-            self.trainer.stop()
-            self.status.value = "Stopping..."
+        if self._thread is None or not self._thread.is_alive() or self.trainer is None:
+            self.status.value = "Nothing to stop: no run in progress."
+            return
+        self.trainer.stop()
+        self.status.value = "Stopping..."
 
     def wait(self, timeout: float | None = None) -> None:
         if self._thread is not None:

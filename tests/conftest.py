@@ -1,10 +1,20 @@
-"""Shared fixtures: the digits dataset, the supervised baseline on digits with 2 labels per class (3 seeds, computed
-once per session), and a cached papermill run of each notebook in quick mode."""
+"""Shared fixtures and helpers.
+
+* **Claims** (``claim_runs``): a method trained on digits with 2 labels per class, seeds 0-2, at the *claim scale*
+  (:data:`CLAIM_SCALE`: a smaller network and batch than the notebooks' defaults, so every claim of the collection
+  fits the suite's time budget). Runs go through the package's run cache in a folder shared by the pytest-xdist
+  workers, under a file lock: a run that two tests need (the supervised baseline, FixMatch) is trained once per
+  suite, by whichever worker asks first, and read by the others.
+* **Notebooks** (``notebook_results``): each notebook is executed once per suite in quick mode — in JupyterLab in
+  Chromium (:mod:`nbrun`), which also checks the widgets — and every test that asks for it reads the same run.
+* Nothing is written into the checkout: runs, executed notebooks and screenshots go to pytest's temporary folder
+  (set ``SSLTEACH_ARTIFACTS=<dir>`` to keep the screenshots and executed notebooks).
+"""
 from __future__ import annotations
 
-import json
 import os
 import statistics
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,13 +23,72 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SEEDS = (0, 1, 2)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-# Under pytest-xdist (`make test` runs one worker per core) each worker trains with one thread: small networks
-# gain little from intra-op threads, and workers must not fight over the cores.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # notebook kernels started by papermill inherit it
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep instead of spinning
+#: The scale of the claim tests: the notebooks' loop (SGD, cosine decay, EMA evaluation, weak/strong views) with a
+#: narrower network and a smaller labeled batch than their defaults (width 32, B = 32), so that the claims of every
+#: notebook fit into the suite's 15 minutes on 2 cores. Each claim test says its steps and the margins measured
+#: at this scale.
+CLAIM_SCALE = {"width": 16, "batch_size": 16, "eval_every": 100}
+
+# Every worker trains with one thread: small networks gain little from intra-op threads, and the two pytest-xdist
+# workers must not fight over the 2 cores. Notebook kernels started by the tests inherit these settings.
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep instead of spinning
+# The run cache is off unless a test asks for it (a test that trains twice must train twice); the claim helpers
+# pass the shared folder explicitly.
+os.environ["SSLTEACH_CACHE"] = "off"
+
+
+def _git_status() -> set[str]:
+    """``git status`` lines (new, changed and deleted files of the checkout)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return set(out.stdout.splitlines()) if out.returncode == 0 else set()
+
+
+def pytest_configure(config):
+    config._sslteach_before = _git_status() if not hasattr(config, "workerinput") else None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite must not write into the checkout (screenshots, outputs, caches go to pytest's tmp folders)."""
+    before = getattr(session.config, "_sslteach_before", None)
+    if before is None:
+        return
+    new = sorted(_git_status() - before)
+    if new:
+        print(f"\nFAILED: the test suite wrote into the checkout: {new[:10]}")
+        session.exitstatus = 1
+
+
+# ----------------------------------------------------------------------------------------------- shared folder
+def shared_dir(tmp_path_factory) -> Path:
+    """A folder shared by every pytest-xdist worker of this run (and by the controller)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    d = root / "sslteach-shared"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def shared(tmp_path_factory) -> Path:
+    return shared_dir(tmp_path_factory)
+
+
+_SHARED: Path | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remember_shared(tmp_path_factory):
+    global _SHARED
+    _SHARED = shared_dir(tmp_path_factory)
+    yield
 
 
 @pytest.fixture(scope="session")
@@ -29,53 +98,46 @@ def digits():
     return load_dataset("digits")
 
 
-def run_default(method: str, seeds=SEEDS, **options) -> list:
-    """Train ``method`` on digits with 2 labels per class and its default settings, once per seed."""
+# ----------------------------------------------------------------------------------------------- claims
+def claim_runs(method: str, seeds=SEEDS, dataset: str = "digits", labels_per_class: int = 2, **options) -> list:
+    """Train ``method`` once per seed (seed s -> labeled set s) at :data:`CLAIM_SCALE` (``options`` override it),
+    through the run cache shared by the workers: the same run asked for by two tests is trained once."""
     from sslteach import train
 
-    return [train(method, "digits", labels_per_class=2, seed=s, progress=False, **options) for s in seeds]
+    assert _SHARED is not None, "claim_runs needs the session fixture (call it from a test)"
+    opts = {**CLAIM_SCALE, **options}
+    return [train(method, dataset, labels_per_class=labels_per_class, seed=s, progress=False,
+                  cache=_SHARED / "runs", **opts) for s in seeds]
+
+
+def run_default(method: str, seeds=SEEDS, **options) -> list:
+    """Train ``method`` on digits with 2 labels per class at the notebooks' *default* settings, once per seed
+    (cached across workers like :func:`claim_runs`). Expensive: the claim tests use :func:`claim_runs`."""
+    from sslteach import train
+
+    return [train(method, "digits", labels_per_class=2, seed=s, progress=False, cache=_SHARED / "runs", **options)
+            for s in seeds]
 
 
 def mean_accuracy(results) -> float:
     return statistics.mean(r.test_accuracy for r in results)
 
 
-@pytest.fixture(scope="session")
-def baseline_digits_2():
-    """The supervised baseline on the same splits the method claims use (seed s -> split s)."""
-    return run_default("supervised")
+def accuracies(results) -> list[float]:
+    return [round(r.test_accuracy, 4) for r in results]
 
 
-_NB_CACHE: dict[str, dict] = {}
-
-
-def run_notebook(name: str, tmp_dir: Path, **parameters) -> dict:
-    """Execute ``notebooks/<name>.ipynb`` with papermill in quick mode (once per session) and return the JSON
-    results it wrote."""
-    key = name + json.dumps(parameters, sort_keys=True)
-    if key in _NB_CACHE:
-        return _NB_CACHE[key]
-    import papermill as pm
-
-    out_json = tmp_dir / f"{name}.results.json"
-    params = {"quick": True, "results_path": str(out_json), **parameters}
-    for attempt in (1, 2):
-        try:
-            # A per-cell limit: nbclient can wait forever for a reply that the kernel lost (jupyter/nbclient#312,
-            # seen here about once in twenty runs of a cell with `interact`). Such a hang is retried once.
-            pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_dir / f"{name}.out.ipynb"),
-                                parameters=params, kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False,
-                                execution_timeout=300)
-            break
-        except Exception as e:  # noqa: BLE001
-            if attempt == 2 or "Timeout" not in type(e).__name__ + str(e)[:300]:
-                raise
-    _NB_CACHE[key] = json.loads(out_json.read_text())
-    return _NB_CACHE[key]
-
-
+# ----------------------------------------------------------------------------------------------- notebooks
 @pytest.fixture(scope="session")
 def notebook_results(tmp_path_factory):
-    """``notebook_results("03_fixmatch")`` -> the dict the notebook wrote (run once per session)."""
-    tmp = tmp_path_factory.mktemp("notebooks")
-    return lambda name, **p: run_notebook(name, tmp, **p)
+    """``notebook_results("03_fixmatch")`` -> the dict the notebook wrote, from the suite's one quick-mode run of it
+    (in JupyterLab; see :mod:`nbrun`). A failed run fails every test that asks for it, with the run's error."""
+    import nbrun
+
+    def get(name: str) -> dict:
+        run = nbrun.notebook_run(name, shared_dir(tmp_path_factory))
+        if run.get("results") is None:
+            pytest.fail(f"{name} did not run: {run.get('error', 'no results written')}", pytrace=False)
+        return run["results"]
+
+    return get

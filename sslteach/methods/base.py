@@ -71,6 +71,12 @@ class Method:
         """mu: unlabeled images per labeled image in a batch (0: the method uses no unlabeled data)."""
         return float(getattr(self.config, "mu", 0))
 
+    def build_model(self, input_shape: tuple, num_classes: int, train_config) -> nn.Module | None:
+        """A method that needs its own network (an encoder with a mirrored decoder, say) builds it here from the
+        loop settings (``train_config.width``, ``.dropout``, ``.model``); ``None`` (the default): the loop builds
+        the usual one (:func:`sslteach.models.make_model`). It must return ``(logits, features)`` like the others."""
+        return None
+
     def setup(self, model: nn.Module, split, ctx) -> None:
         """Called once before training, with the model already on its device."""
 
