@@ -56,9 +56,38 @@ def peak_memory_mb() -> float:
         return float("nan")
 
 
-def write_results(path: str | Path | None, **values) -> dict:
+def _non_finite(o, prefix=""):
+    """Paths of the NaN / inf numbers inside ``o``."""
+    if isinstance(o, dict):
+        for k, v in o.items():
+            yield from _non_finite(v, f"{prefix}{k}.")
+    elif isinstance(o, (list, tuple)):
+        for i, v in enumerate(o):
+            yield from _non_finite(v, f"{prefix}{i}.")
+    elif isinstance(o, torch.Tensor):
+        yield from _non_finite(o.tolist(), prefix)
+    elif isinstance(o, float) and not math.isfinite(o):
+        yield prefix.rstrip(".")
+    elif hasattr(o, "item") and callable(o.item) and not isinstance(o, (str, bytes)):
+        try:
+            v = o.item()
+        except (ValueError, RuntimeError):
+            return
+        if isinstance(v, float) and not math.isfinite(v):
+            yield prefix.rstrip(".")
+
+
+def write_results(path: str | Path | None, allow_nan=(), **values) -> dict:
     """Write ``values`` (numbers, lists, dicts) as JSON to ``path`` (skipped when ``path`` is empty); the kernel's
-    peak memory is added as ``peak_memory_mb``."""
+    peak memory is added as ``peak_memory_mb``.
+
+    A NaN or infinite number is an error (a diverged loss must not pass as "no value"), except under the top-level
+    keys listed in ``allow_nan`` (e.g. a pseudo-label accuracy that is undefined when no image passed the
+    threshold), where it is written as ``null``."""
+    bad = [p for p in _non_finite(values) if p.split(".")[0] not in set(allow_nan)]
+    if bad:
+        raise ValueError(f"write_results: non-finite values at {', '.join(bad[:8])}; fix the run, or list the key "
+                         f"in allow_nan=(...) if an undefined value is expected there")
     values.setdefault("peak_memory_mb", peak_memory_mb())
     data = _clean(values)
     if path:
