@@ -549,7 +549,7 @@ def train(method="supervised", dataset="digits", labels_per_class: int = 2, spli
             return hit
         result = run()
         if not result.interrupted:
-            _to_cache(store, key, result)
+            _to_cache(store, key, result, split)
     return result
 
 
@@ -579,12 +579,14 @@ def _cache_spec(method, config: TrainConfig, split: Split) -> dict:
             "code": code_digest(), "torch": torch.__version__}
 
 
-def _to_cache(store: RunCache, key: str, result: TrainResult) -> None:
+def _to_cache(store: RunCache, key: str, result: TrainResult, split: Split) -> None:
+    data = [split.x_lb, split.y_lb, split.x_ulb, split.y_ulb, split.x_test, split.y_test,
+            *(v for v in split.info.values() if isinstance(v, torch.Tensor))]
     tensors = {f"model.{k}": v for k, v in result.model.state_dict().items()}
     if result.ema_model is not None:
         tensors.update({f"ema.{k}": v for k, v in result.ema_model.state_dict().items()})
     if result.method_obj is not None:
-        tensors.update({f"method.{k}": v for k, v in result.method_obj.state_tensors().items()})
+        tensors.update({f"method.{k}": v for k, v in result.method_obj.state_tensors(skip=data).items()})
     try:
         store.store(key, json.loads(json.dumps(result.to_dict(), default=_jsonable)), tensors)
     except OSError as e:  # a full disk or a read-only home must not lose the run that was just trained

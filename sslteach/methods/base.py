@@ -124,13 +124,16 @@ class Method:
                 out[k] = v
         return out
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Everything :meth:`load_state_tensors` needs to rebuild the trained method after :meth:`setup`."""
+    def state_tensors(self, skip=()) -> dict[str, torch.Tensor]:
+        """Everything :meth:`load_state_tensors` needs to rebuild the trained method after :meth:`setup`. Tensors
+        that share memory with one of ``skip`` (the split's data, which :meth:`setup` hands over again) are left
+        out."""
+        data = {t.data_ptr() for t in skip if isinstance(t, torch.Tensor) and t.numel()}
         out = {}
         for k, v in self._stateful().items():
             if isinstance(v, nn.Module):
                 out.update({f"{k}.{n}": t for n, t in v.state_dict().items()})
-            else:
+            elif not (v.numel() and v.data_ptr() in data):
                 out[k] = v
         return out
 

@@ -215,6 +215,17 @@ class NoisyStudent(Method):
             if self.round < self.config.rounds:
                 self._next_round(model, steps_done)
 
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """After :meth:`setup` there is no teacher yet; a cached run that ended with one gets it back (the same
+        network as the student)."""
+        if self.teacher is None and any(k.startswith("teacher.") for k in tensors):
+            self.teacher = copy.deepcopy(self.ema.module)
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+        super().load_state_tensors(tensors)
+        if self.teacher is not None:
+            self.round = self.config.rounds
+
     def eval_models(self) -> dict[str, nn.Module]:
         models = {"student": self.ema.module} if self.ema is not None else {}
         if self.teacher is not None:
