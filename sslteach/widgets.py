@@ -254,6 +254,7 @@ class TrainingPanel:
         self.table = ResultsTable()
         self.results: list[TrainResult] = []
         self.trainer = None
+        self._pending_stop = False
         self._thread: threading.Thread | None = None
         self.method.observe(lambda ch: self._guard(self._build_knobs), names="value")
         self.train_button.on_click(lambda b: self._guard(self.start))
@@ -308,6 +309,7 @@ class TrainingPanel:
         """Train once with the widgets' values (``overrides`` win); update the plot and the table live."""
         opts = self.options(**overrides)
         method = opts.pop("method")
+        self.trainer = None
         label = label or method
         run_number = len(self.results) + 1
         self.plot.begin_run(label, run_number, self.extra_acc)
@@ -316,6 +318,8 @@ class TrainingPanel:
 
         def hook(trainer):
             self.trainer = trainer
+            if self._pending_stop:  # Stop pressed before the run had started: honour it now
+                trainer.stop()
 
         def on_eval(trainer, record):
             self.plot.update(record)
@@ -354,16 +358,20 @@ class TrainingPanel:
             self.status.value = "A run is already in progress: press Stop first."
             return self._thread
         self.errors.clear_output()
+        self._pending_stop = False
         self._thread = threading.Thread(target=self._guard, args=(self.run,), daemon=True)
         self._thread.start()
         return self._thread
 
     def stop(self) -> None:
         """What the Stop button does: end the current run after this step; its curve and row are kept."""
-        if self._thread is None or not self._thread.is_alive() or self.trainer is None:
+        if self._thread is None or not self._thread.is_alive():
             self.status.value = "Nothing to stop: no run in progress."
             return
-        self.trainer.stop()
+        if self.trainer is None:  # the run is still being set up: it stops as soon as it starts
+            self._pending_stop = True
+        else:
+            self.trainer.stop()
         self.status.value = "Stopping..."
 
     def wait(self, timeout: float | None = None) -> None:

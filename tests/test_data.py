@@ -1,5 +1,6 @@
 """Datasets, splits and the loaders — including the downloaded ones, on tiny files written here."""
 import gzip
+import os
 import pickle
 import struct
 import urllib.error
@@ -198,3 +199,55 @@ def test_import_does_not_download():
             "socket.socket.connect = boom\n"
             "import sslteach, sslteach.widgets, sslteach.cli\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- damaged files are reported, never trusted
+@pytest.mark.parametrize("damage", ["cut_gzip", "cut_raw", "padded", "not_idx"])
+def test_damaged_dataset_file_gives_a_clear_one_line_error(tmp_path, damage):
+    folder = tmp_path / "MNIST" / "raw"
+    _write_mnist(folder, gz=damage == "cut_gzip")
+    name = "train-images-idx3-ubyte" + (".gz" if damage == "cut_gzip" else "")
+    path = folder / name
+    raw = path.read_bytes()
+    if damage in ("cut_gzip", "cut_raw"):
+        path.write_bytes(raw[: len(raw) // 2])  # a download that stopped half-way
+    elif damage == "padded":
+        path.write_bytes(raw + b"\x00" * 7)
+    else:
+        path.write_bytes(b"<html>proxy error</html>")
+    with pytest.raises(data.CorruptDataError) as e:
+        load_dataset("mnist", root=tmp_path, download=False)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and "delete it" in msg
+
+
+def test_real_fashion_mnist_from_the_debian_package():
+    """The offline real-image dataset of the collection (notebook 06, the Fashion-MNIST presets). Under CI the
+    package must be there (.ci/run installs it); elsewhere the skip says how to get it."""
+    if not all((data.DEBIAN_FASHION_MNIST / f).exists() for f in ("train-images-idx3-ubyte.gz",
+                                                                 "t10k-labels-idx1-ubyte.gz")):
+        why = f"{data.DEBIAN_FASHION_MNIST} is missing: sudo apt-get install dataset-fashion-mnist"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true: {why}", pytrace=False)
+        pytest.skip(why)
+    ds = load_dataset("fashion_mnist", download=False)
+    assert ds.input_shape == (1, 28, 28) and len(ds.y_train) == 60000 and len(ds.y_test) == 10000
+    assert ds.class_counts().tolist() == [6000] * 10 and ds.x_train.dtype == torch.uint8
+
+
+def test_split_settings_for_every_kind(digits):
+    from sslteach.data import SplitConfig, make_split, split_settings
+
+    lt = make_split(digits, kind="long_tailed", imbalance_ratio=10, seed=2)
+    info = split_settings(lt)
+    assert info["kind"] == "long_tailed" and info["n_max"] == 50 and info["m_max"] == 80
+    assert info["labeled_counts"][0] == 50 and info["labeled_counts"][-1] == 5 and info["tail_classes"] == [7, 8, 9]
+    assert not any(isinstance(v, torch.Tensor) for v in info.values())
+    op = make_split(digits, kind="open_set", known_classes=[0, 2, 4], labels_per_class=3, seed=1)
+    assert split_settings(op)["known_classes"] == [0, 2, 4] and op.num_classes == 3
+    with pytest.raises(ValueError, match="unknown split 'lt'"):
+        SplitConfig(kind="lt").validate()
+    with pytest.raises(ValueError, match="n_max must be at least imbalance_ratio"):
+        make_split(digits, kind="long_tailed", imbalance_ratio=100)
+    with pytest.raises(ValueError, match="imbalance_ratio must be in"):
+        make_split(digits, kind="long_tailed", imbalance_ratio=0.5)
