@@ -1,12 +1,13 @@
 # Two commands on a fresh machine:
 #   make lab    set everything up (first time only) and open the notebooks in JupyterLab
 #   make test   set everything up (first time only) and run the whole test suite
+#   make test-fast  the unit tests only
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.sslteach-installed
 
-.PHONY: lab test setup bench clean
+.PHONY: lab test test-fast setup bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +20,13 @@ setup: $(STAMP)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/00_start_here.ipynb
 
+# Everything: unit tests, every method's claim (3 seeds), every notebook once in JupyterLab (Chromium), the book.
 test: $(STAMP)
-	$(PY) -m pytest -n auto --dist worksteal --durations=20
+	$(PY) -m pytest -n 2 --dist worksteal --durations=40
+
+# The edit-test loop: unit tests only (no claim, notebook, browser or book test).
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not slow and not notebook and not browser and not book"
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -48,3 +48,40 @@ def batch_and_ctx(digits, b=4, mu=3, step=0, total=10, aug=None):
                   idx_ulb=torch.arange(mu * b))
     ctx = Context(aug or Augmenter("image"), step, total, torch.device("cpu"), 10, mu * b)
     return batch, ctx
+
+
+class TaggedAug(Augmenter):
+    """A deterministic augmenter whose every call returns a *different*, recognisable view: call k of ``weak``
+    adds ``0.01 k`` to the images, call k of ``strong`` scales them by 0.5 and adds ``0.02 k``. Every view handed
+    out is kept in ``views`` as ``(kind, tensor)``, so a test can tell which view went where."""
+
+    def __init__(self):
+        super().__init__("image")
+        self.views: list[tuple[str, torch.Tensor]] = []
+        self.calls = {"weak": 0, "strong": 0}
+
+    def weak(self, x):
+        self.calls["weak"] += 1
+        v = x + 0.01 * self.calls["weak"]
+        self.views.append(("weak", v))
+        return v
+
+    def strong(self, x):
+        self.calls["strong"] += 1
+        v = 0.5 * x + 0.02 * self.calls["strong"]
+        self.views.append(("strong", v))
+        return v
+
+
+def shuffled_batch_and_ctx(digits, b=4, mu=3, step=0, total=10, aug=None, num_unlabeled=40, seed=0):
+    """Like :func:`batch_and_ctx`, but the unlabeled images are a *shuffled, non-contiguous* draw from a set of
+    ``num_unlabeled`` (so an image's position in the batch is not its index in the set), and the labeled images
+    have shuffled bank positions too."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = digits.x_train, digits.y_train
+    idx_ulb = torch.randperm(num_unlabeled, generator=g)[: mu * b]
+    idx_lb = torch.randperm(b, generator=g)
+    base = 100  # the unlabeled set is x[100: 100 + num_unlabeled]
+    batch = Batch(x[idx_lb], y[idx_lb], x[base + idx_ulb], y[base + idx_ulb], idx_ulb=idx_ulb, idx_lb=idx_lb)
+    ctx = Context(aug or Augmenter("image"), step, total, torch.device("cpu"), 10, num_unlabeled)
+    return batch, ctx

@@ -4,6 +4,7 @@ import json
 import math
 
 import nbformat
+import torch
 import papermill as pm
 import pytest
 
@@ -53,6 +54,8 @@ def _numbers(d, prefix=""):
 @pytest.mark.notebook
 @pytest.mark.parametrize("name", ALL)
 def test_runs_in_quick_mode(name, notebook_results):
+    """The suite's one quick-mode run of the notebook wrote finite numbers (``write_results`` refuses NaN unless a
+    key allows it, and then writes null: only those keys may hold nulls), and every accuracy is a share."""
     res = notebook_results(name)
     nums = list(_numbers(res))
     assert nums, f"{name} wrote no numbers"
@@ -60,7 +63,19 @@ def test_runs_in_quick_mode(name, notebook_results):
         assert math.isfinite(v), f"{name}: {key} = {v}"
         if "acc" in key.split(".")[-1] or "accuracy" in key:
             assert 0.0 <= v <= 1.0, f"{name}: {key} = {v} is not an accuracy"
-    assert res["notebook_seconds"] < 60, f"{name} took {res['notebook_seconds']:.0f}s in quick mode"
+    assert res["notebook_seconds"] > 0 and res["peak_memory_mb"] > 0
+
+
+def test_write_results_refuses_nan_unless_allowed(tmp_path):
+    from sslteach.notebook import write_results
+
+    with pytest.raises(ValueError, match="non-finite values at curve.1"):
+        write_results(tmp_path / "r.json", curve=[0.5, float("nan")])
+    assert not (tmp_path / "r.json").exists()
+    data = write_results(tmp_path / "r.json", curve=[0.5, float("nan")], allow_nan=("curve",))
+    assert data["curve"] == [0.5, None] and json.loads((tmp_path / "r.json").read_text())["curve"] == [0.5, None]
+    with pytest.raises(ValueError, match="acc"):
+        write_results("", acc=torch.tensor(float("inf")))
 
 
 @pytest.mark.notebook
@@ -69,4 +84,4 @@ def test_start_here_results(notebook_results):
     assert res["baseline_accuracy"] > 0.2  # chance is 0.1, even a tiny quick run learns
     curve = res["budget_curve"]
     assert curve["5"] > curve["1"]  # more labels help
-    assert res["peak_memory_mb"] < 1500  # Binder gives 2 GB
+    assert res["peak_memory_mb"] < 1500  # Binder gives 2 GB (a kernel measurement, not a timing)
