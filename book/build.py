@@ -31,6 +31,8 @@ ROOT = HERE.parent
 NOTEBOOKS = ROOT / "notebooks"
 REPO = "sslteach/sslteach"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+CELL_TIMEOUT = 1800       # seconds per cell at default settings (the longest optional cells train for minutes)
+CELL_TIMEOUT_QUICK = 300
 
 #: The paper(s) of each notebook, for the map on the landing page.
 PAPERS = {
@@ -78,8 +80,16 @@ def execute(names: list[str], out: Path, quick: bool) -> dict[str, float]:
             params = {"results_path": str(results / f"{name}.json")}
             if quick:
                 params["quick"] = True
-            pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out / f"{name}.ipynb"), parameters=params,
-                                kernel_name="python3", cwd=str(work), progress_bar=False, execution_timeout=3600)
+            for attempt in (1, 2):  # a cell that outlives its limit is retried once (finished runs: from the cache)
+                try:
+                    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
+                                        parameters=params, kernel_name="python3", cwd=str(work), progress_bar=False,
+                                        execution_timeout=CELL_TIMEOUT_QUICK if quick else CELL_TIMEOUT)
+                    break
+                except Exception as e:  # noqa: BLE001
+                    if attempt == 2 or "Timeout" not in type(e).__name__ + str(e)[:300]:
+                        raise
+                    print(f"  {name}: a cell timed out; running the notebook again", flush=True)
             seconds[name] = time.perf_counter() - t0
             print(f"  {name}: {seconds[name]:.0f} s", flush=True)
     return seconds
