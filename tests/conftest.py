@@ -52,6 +52,9 @@ def _git_status() -> set[str]:
 
 
 def pytest_configure(config):
+    import time as _time
+
+    config._sslteach_t0 = _time.monotonic()
     config._sslteach_before = _git_status() if not hasattr(config, "workerinput") else None
 
 
@@ -64,6 +67,36 @@ def pytest_sessionfinish(session, exitstatus):
     if new:
         print(f"\nFAILED: the test suite wrote into the checkout: {new[:10]}")
         session.exitstatus = 1
+
+
+# ----------------------------------------------------------------------------------------------- time by part
+_PARTS = ("unit", "claims", "notebooks", "browser", "book")
+_TIME_BY_PART: dict[str, float] = {}
+
+
+def _part(keywords) -> str:
+    for marker, part in (("book", "book"), ("browser", "browser"), ("notebook", "notebooks"), ("slow", "claims")):
+        if marker in keywords:
+            return part
+    return "unit"
+
+
+def pytest_runtest_logreport(report):
+    """Add up the time of every test phase by part of the suite (on the controller, reports from both workers)."""
+    part = _part(report.keywords)
+    _TIME_BY_PART[part] = _TIME_BY_PART.get(part, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _TIME_BY_PART or hasattr(terminalreporter.config, "workerinput"):
+        return
+    import time as _time
+
+    start = getattr(terminalreporter.config, "_sslteach_t0", None)
+    wall = f"; wall time {_time.monotonic() - start:.0f} s" if start is not None else ""
+    parts = ", ".join(f"{p} {_TIME_BY_PART[p]:.0f} s" for p in _PARTS if p in _TIME_BY_PART)
+    terminalreporter.write_line(f"sslteach: test time by part (summed over the workers): {parts}{wall}. A notebook "
+                                f"runs once, in the first test that needs it (usually browser).")
 
 
 # ----------------------------------------------------------------------------------------------- shared folder
