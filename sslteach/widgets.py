@@ -456,3 +456,70 @@ class BudgetExplorer:
                 lo = min(xs + [1])
                 hi = max(xs + [int(self.budget.options[-1])])
                 self.fig.data[1].x, self.fig.data[1].y = [lo, hi], [self.ceiling, self.ceiling]
+
+
+# ------------------------------------------------------------------------------- notebook 06 (SWWAE): a model view
+#: SWWAE logs its input and middle reconstruction terms: draw them in the right-hand plot too.
+DIAGNOSTICS = DIAGNOSTICS + tuple(k for k in ("loss_rec", "loss_mid") if k not in DIAGNOSTICS)
+
+
+class ModelViewPanel(TrainingPanel):
+    """A :class:`TrainingPanel` with a picture of the model under the curves (notebook 06: reconstructions),
+    redrawn at every evaluation during training and once more from the reported model when a run ends.
+
+    ``view(model)`` returns a matplotlib ``Figure`` (build it with ``matplotlib.figure.Figure``, not pyplot: it is
+    called from the training thread) or ``None`` when the model has nothing to show (e.g. the baseline's network).
+    The picture is a PNG ``ipywidgets.Image`` (``panel.view``); like every widget it needs a live kernel, so a notebook
+    also draws the final picture statically after the panel.
+    """
+
+    def __init__(self, methods=("supervised",), view=None, view_title: str = "", **kwargs):
+        self.view_fn = view
+        self.view = W.Image(format="png", layout=W.Layout(max_width="980px"))
+        self.view_note = W.HTML(f"<b>{html.escape(view_title)}</b>" if view_title else "")
+        self.view_count = 0
+        self._trainer = None
+        super().__init__(methods, **kwargs)
+        self.widget.children = tuple(self.widget.children) + (self.view_note, self.view)
+
+    @property
+    def trainer(self):
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer):  # the base class's run() hands over each new Trainer here: hook the view onto it
+        self._trainer = trainer
+        if trainer is not None and self.view_fn is not None:
+            trainer.add_callback("on_eval", lambda t, record: self.redraw(t.model))
+
+    def redraw(self, model) -> bool:
+        """Draw ``view(model)`` into the picture; returns whether there was something to draw."""
+        import io
+
+        fig = self.view_fn(model) if (self.view_fn is not None and model is not None) else None
+        if fig is None:
+            return False
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        self.view.value = buf.getvalue()
+        self.view_count += 1
+        return True
+
+    def run(self, label: str | None = None, **overrides) -> TrainResult:
+        result = super().run(label, **overrides)
+        self.redraw(result.report_model())
+        return result
+
+    def add_result(self, result: TrainResult, label: str | None = None) -> None:
+        super().add_result(result, label)
+        self.redraw(result.report_model())
+
+
+# ---- notebook 05 (PAWS): its collapse diagnostics in the panels' right-hand plot (ME-MAX term, entropy of the mean
+# prediction, mean entropy of each prediction, embedding spread, the linear probe's loss)
+DIAGNOSTICS = DIAGNOSTICS + tuple(k for k in ("me_max", "ent_mean_pred", "ent_pred", "emb_spread", "loss_probe")
+                                  if k not in DIAGNOSTICS)
+
+# ---- notebook 07 (inversion): the entropy term, the weighted reconstruction term and the input's squared error per
+# pixel in the panels' right-hand plot
+DIAGNOSTICS = DIAGNOSTICS + tuple(k for k in ("loss_entropy", "loss_recon", "recon_l0") if k not in DIAGNOSTICS)
