@@ -23,7 +23,11 @@ from .utils import check_choice, check_int
 
 #: Curves drawn in the right-hand plot when a method logs them.
 DIAGNOSTICS = ("loss", "loss_x", "loss_u", "loss_feat", "loss_in", "mask_rate", "pseudo_acc", "weight_u",
-               "feat_cos", "bank_nn_acc")
+               "feat_cos", "bank_nn_acc",
+               "me_max", "ent_mean_pred", "ent_pred", "emb_spread", "loss_probe",       # 05 PAWS
+               "loss_rec", "loss_mid",                                                  # 06 SWWAE
+               "loss_entropy", "loss_recon", "recon_l0",                                # 07 inversion
+               "loss_o", "loss_oem", "loss_socr", "outlier_admit", "inlier_recall")     # 09 OpenMatch
 #: Loss weights ramp up to large values (Mean Teacher's w_max = 100): drawn against their own y axis on the right of
 #: the right-hand plot, so the loss terms (about 0-2) and the rates (0-1) stay readable.
 WEIGHTS = ("weight_u",)
@@ -459,8 +463,6 @@ class BudgetExplorer:
 
 
 # ------------------------------------------------------------------------------- notebook 06 (SWWAE): a model view
-#: SWWAE logs its input and middle reconstruction terms: draw them in the right-hand plot too.
-DIAGNOSTICS = DIAGNOSTICS + tuple(k for k in ("loss_rec", "loss_mid") if k not in DIAGNOSTICS)
 
 
 class ModelViewPanel(TrainingPanel):
@@ -514,12 +516,3 @@ class ModelViewPanel(TrainingPanel):
         super().add_result(result, label)
         self.redraw(result.report_model())
 
-
-# ---- notebook 05 (PAWS): its collapse diagnostics in the panels' right-hand plot (ME-MAX term, entropy of the mean
-# prediction, mean entropy of each prediction, embedding spread, the linear probe's loss)
-DIAGNOSTICS = DIAGNOSTICS + tuple(k for k in ("me_max", "ent_mean_pred", "ent_pred", "emb_spread", "loss_probe")
-                                  if k not in DIAGNOSTICS)
-
-# ---- notebook 07 (inversion): the entropy term, the weighted reconstruction term and the input's squared error per
-# pixel in the panels' right-hand plot
-DIAGNOSTICS = DIAGNOSTICS + tuple(k for k in ("loss_entropy", "loss_recon", "recon_l0") if k not in DIAGNOSTICS)
