@@ -320,7 +320,8 @@ def long_tailed_counts(n_max: int, imbalance_ratio: float, num_classes: int) -> 
     class N_max / gamma."""
     check_int("n_max", n_max, 1)
     check_float("imbalance_ratio", imbalance_ratio, 1.0)
-    return [int(n_max * imbalance_ratio ** (-k / (num_classes - 1))) for k in range(num_classes)]
+    # + 1e-9: N_max = gamma must give the last class exactly 1, not int(0.9999999) = 0
+    return [int(n_max * imbalance_ratio ** (-k / (num_classes - 1)) + 1e-9) for k in range(num_classes)]
 
 
 def long_tailed_split(dataset: Dataset | str, n_max: int, imbalance_ratio: float, m_max: int | None = None,
@@ -408,7 +409,8 @@ def open_set_split(dataset: Dataset | str, known_classes: Sequence[int] | int, l
 # ============================================================================ split settings
 SPLIT_KINDS = ("balanced", "long_tailed", "open_set")
 #: Long-tailed defaults per dataset: (N_max labeled, M_max unlabeled images of the largest class). CIFAR-10 is
-#: CoSSL's setting; the others are scaled so every class keeps at least one labeled image at gamma = 100.
+#: CoSSL's setting; digits (about 135 training images per class) keeps a labeled image of every class up to
+#: gamma = 50, the larger datasets up to gamma = 300.
 LONG_TAILED_DEFAULTS = {"digits": (50, 80), "fashion_mnist": (300, 600), "mnist": (300, 600),
                         "cifar10": (1500, 3000), "svhn": (1500, 3000), "two_moons": (100, 300)}
 

@@ -59,17 +59,20 @@ def _device_of(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
                    autocast: Callable = nullcontext) -> torch.Tensor:
-    """Logits of ``model`` (eval mode; the mode is restored afterwards) on ``x``, batch by batch, as float32 on
-    the model's device."""
-    was_training = model.training
+    """Logits of ``model`` (eval mode; each submodule's own mode is restored afterwards) on ``x``, batch by batch, as
+    float32 on the model's device."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     dev = _device_of(model)
     out = []
-    for i in range(0, len(x), batch_size):
-        with autocast():
-            logits, _ = model(to_float(x[i: i + batch_size].to(dev)))
-        out.append(logits.float())
-    model.train(was_training)
+    try:
+        for i in range(0, len(x), batch_size):
+            with autocast():
+                logits, _ = model(to_float(x[i: i + batch_size].to(dev)))
+            out.append(logits.float())
+    finally:  # every submodule back in its own mode (a wrapper in training mode may hold an EMA copy in eval mode)
+        for m, training in modes:
+            m.training = training
     return torch.cat(out) if out else torch.empty(0, device=dev)
 
 

@@ -222,3 +222,30 @@ def show_nearest(x_query: torch.Tensor, x_bank: torch.Tensor, y_bank, sim: torch
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ---- notebook 08 (CoSSL): per-class numbers on a long-tailed split
+def plot_per_class(values: dict, class_names=None, tail=(), counts=None, ax=None, ylabel: str = "recall",
+                   title: str = "Per-class test recall", ylim=(0, 1.05)):
+    """Grouped bars, one group per class and one bar per entry of ``values`` (a label -> list of per-class numbers,
+    e.g. ``result.per_class_accuracy``); the ``tail`` classes are shaded, and ``counts`` (labeled images per
+    class), when given, are written under the class names."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 4.5))
+    labels = list(values)
+    n_cls = len(next(iter(values.values()))) if values else 0
+    width = 0.8 / max(1, len(labels))
+    xs = np.arange(n_cls)
+    for c in tail:
+        ax.axvspan(c - 0.45, c + 0.45, color="0.9", zorder=0)
+    for i, lab in enumerate(labels):
+        v = np.asarray(values[lab], dtype=float)
+        ax.bar(xs - 0.4 + width * (i + 0.5), v, width, label=lab, zorder=2)
+    names = [str(n) for n in (class_names or range(n_cls))]
+    if counts is not None:
+        names = [f"{n}\n({int(k)})" for n, k in zip(names, counts)]
+    ax.set_xticks(xs, names)
+    xlabel = "class (labeled images)" if counts is not None else "class"
+    ax.set(xlabel=xlabel + ("; shaded: tail" if len(tail) else ""), ylabel=ylabel, title=title, ylim=ylim)
+    ax.legend(loc="best", fontsize=11)
+    return ax

@@ -27,6 +27,7 @@ DIAGNOSTICS = ("loss", "loss_x", "loss_u", "loss_feat", "loss_in", "mask_rate", 
                "me_max", "ent_mean_pred", "ent_pred", "emb_spread", "loss_probe",       # 05 PAWS
                "loss_rec", "loss_mid",                                                  # 06 SWWAE
                "loss_entropy", "loss_recon", "recon_l0",                                # 07 inversion
+               "loss_head", "pl_tail_share",                                            # 08 CoSSL
                "loss_o", "loss_oem", "loss_socr", "outlier_admit", "inlier_recall")     # 09 OpenMatch
 #: Loss weights ramp up to large values (Mean Teacher's w_max = 100): drawn against their own y axis on the right of
 #: the right-hand plot, so the loss terms (about 0-2) and the rates (0-1) stay readable.
@@ -74,8 +75,11 @@ class ResultsTable:
     def add(self, result: TrainResult, label: str | None = None) -> dict:
         knobs = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in result.method_config.items())
+        sp = result.split or {}
+        budget = (("labeled set", f"gamma {sp.get('imbalance_ratio', 0):g}, N_max {sp.get('n_max')}")
+                  if sp.get("kind") == "long_tailed" else ("labels/class", result.labels_per_class))
         row = {"run": len(self.rows) + 1, "label": label or result.method, "method": result.method,
-               "dataset": result.dataset, "labels/class": result.labels_per_class, "seed": result.seed,
+               "dataset": result.dataset, budget[0]: budget[1], "seed": result.seed,
                "options": knobs or "-", "steps": result.steps_done,
                "test accuracy": result.test_accuracy}
         kind = (result.split or {}).get("kind", "balanced")

@@ -485,7 +485,11 @@ def _exercise_panel(page, name: str, report: list[str]) -> None:
     n0 = len(s0["rows"])
     v0 = int(float(labels_readout.inner_text().strip()))
     vmax = int(float(labels_handle.get_attribute("aria-valuemax")))
-    key, v1 = ("ArrowRight", v0 + 1) if v0 < vmax else ("ArrowLeft", v0 - 1)
+    vmin = int(float(labels_handle.get_attribute("aria-valuemin")))
+    if budget_label == "imbalance ratio" or v0 >= vmax:  # a smaller imbalance ratio is always a valid split
+        key, v1 = ("ArrowLeft", v0 - 1) if v0 > vmin else ("ArrowRight", v0 + 1)
+    else:
+        key, v1 = "ArrowRight", v0 + 1
     _press_on_slider(page, labels_handle, labels_readout, key, str(v1), "label budget")
     steps_quick = int(steps_readout.inner_text().strip())
     t0 = time.perf_counter()

@@ -246,7 +246,7 @@ def test_panel_splits():
     assert lt.labels not in lt.widget.children[0].children[0].children
     r = lt.run()
     assert r.split["kind"] == "long_tailed" and r.split["imbalance_ratio"] == 10
-    assert "tail accuracy" in lt.table.rows[-1]
+    assert "tail accuracy" in lt.table.rows[-1] and lt.table.rows[-1]["labeled set"] == "gamma 10, N_max 50"
     op = TrainingPanel(["supervised"], split="open_set", known_classes=4, steps=10, train_options={"cache": False})
     r = op.run()
     assert r.split["known_classes"] == [0, 1, 2, 3] and "AUROC" in op.table.rows[-1] and 0 <= op.table.rows[-1]["AUROC"] <= 1
