@@ -7,11 +7,11 @@ from .consistency import MeanTeacher, PiModel, TemporalEnsembling
 from .crmatch import CRMatch
 from .fixmatch import FixMatch
 from .noisy_student import NoisyStudent
-# from .paws import PAWS                  # 05 (issue 11)
-# from .swwae import SWWAE                # 06 (issue 12)
-# from .inversion import Inversion        # 07 (issue 13)
-# from .cossl import CoSSL                # 08 (issue 14)
-# from .openmatch import OpenMatch        # 09 (issue 15)
+from .paws import PAWS                    # 05 (issue 11)
+from .swwae import SWWAE                  # 06 (issue 12)
+from .inversion import Inversion          # 07 (issue 13)
+from .cossl import CoSSL                  # 08 (issue 14)
+from .openmatch import OpenMatch          # 09 (issue 15)
 from .pseudo_label import PseudoLabel
 from .simmatch import SimMatch
 from .supervised import Supervised
@@ -33,11 +33,11 @@ register(MeanTeacher)     # 02
 register(FixMatch)        # 03
 register(CRMatch)         # 04
 register(SimMatch)        # 04
-# register(PAWS)          # 05
-# register(SWWAE)         # 06
-# register(Inversion)     # 07
-# register(CoSSL)         # 08
-# register(OpenMatch)     # 09
+register(PAWS)            # 05
+register(SWWAE)           # 06
+register(Inversion)       # 07
+register(CoSSL)           # 08
+register(OpenMatch)       # 09
 
 
 def get_method(name: str, **options) -> Method:
