@@ -38,7 +38,7 @@ book-quick: $(STAMP)
 	$(PY) book/build.py --quick --out build/book-quick
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --all --write benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache screenshots build

@@ -30,6 +30,7 @@ from .cache import RunCache, code_digest, make_key, split_digest
 from .cache import default_dir as cache_default_dir
 from .data import DATASETS, IndexSampler, Split, SplitConfig, load_dataset, make_split, split_settings, to_float
 from .evaluation import EMA, auroc, balanced_accuracy, per_class_accuracy, predict_logits
+from .presets import PRESETS
 from .evaluation import evaluate, predict  # noqa: F401 - re-exported: sslteach.train.evaluate etc. still work
 from .models import MODELS, make_model
 from .utils import check_choice, check_float, check_int, describe_device, get_device, seed_everything
@@ -452,7 +453,14 @@ def _batched_scores(method, model: nn.Module, x: torch.Tensor, batch_size: int =
 #: Loop settings per dataset, used where neither the caller nor the method sets them (printed by the CLI).
 #: Digits: 8x8 images need no more than 16 channels (measured, FixMatch with 2 labels per class, 1000 steps, seeds
 #: 0-2: width 16 92.4 % in ~37 ms of one core per step, width 32 95.9 % in ~100 ms; supervised 74.5 vs 72.4 %).
-DATASET_DEFAULTS: dict[str, dict] = {"digits": {"width": 16}}
+_REAL = PRESETS["real_images"]
+#: Fashion-MNIST: the settings of the "real images" preset (sslteach.presets; measured in benchmarks/RESULTS.md);
+#: ``method_options`` are method knobs applied to that method only (e.g. FixMatch's mu).
+DATASET_DEFAULTS: dict[str, dict] = {
+    "digits": {"width": 16},
+    "fashion_mnist": {"width": _REAL.width, "batch_size": _REAL.batch_size, "steps": _REAL.steps,
+                      "method_options": _REAL.method_options},
+}
 SPLIT_OPTIONS = tuple(f.name for f in fields(SplitConfig) if f.name not in ("kind", "labels_per_class"))
 
 
@@ -465,11 +473,16 @@ def resolve_options(method_cls, dataset_name: str | None, options: dict) -> tupl
     scfg = {k: v for k, v in options.items() if k in SPLIT_OPTIONS}
     mcfg = {k: v for k, v in options.items() if k not in train_fields and k not in SPLIT_OPTIONS}
     applied = {}
-    for source in (DATASET_DEFAULTS.get(dataset_name or "", {}), getattr(method_cls, "train_defaults", {}) or {}):
+    ds_defaults = DATASET_DEFAULTS.get(dataset_name or "", {})
+    loop_defaults = {k: v for k, v in ds_defaults.items() if k != "method_options"}
+    for source in (loop_defaults, getattr(method_cls, "train_defaults", {}) or {}):
         for k, v in source.items():
             if k not in tcfg:
                 applied[k] = v
-    return {**applied, **tcfg}, scfg, mcfg, applied
+    knobs = (ds_defaults.get("method_options") or {}).get(getattr(method_cls, "name", ""), {})
+    knobs = {k: v for k, v in knobs.items() if k not in options}
+    applied.update(knobs)
+    return {**{k: v for k, v in applied.items() if k not in knobs}, **tcfg}, scfg, {**knobs, **mcfg}, applied
 
 
 def train(method="supervised", dataset="digits", labels_per_class: int = 2, split: Split | str | None = None,
@@ -510,6 +523,8 @@ def train(method="supervised", dataset="digits", labels_per_class: int = 2, spli
     else:
         method_cls = type(method)
     tcfg, scfg, mcfg, _ = resolve_options(method_cls, ds_name, options)
+    if not isinstance(method, str):  # a method object brings its own knobs: no dataset default for them
+        mcfg = {k: v for k, v in mcfg.items() if k in options}
     if isinstance(method, str):
         method = get_method(method, **mcfg)
     elif mcfg:
