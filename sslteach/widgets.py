@@ -343,12 +343,16 @@ class TrainingPanel:
         self.status.value = html.escape(result.summary())
         return result
 
-    def _keep(self, result: TrainResult) -> None:
-        """Remember a finished run; older runs than the last ``keep_models`` let go of their trained models."""
+    def _keep(self, result: TrainResult, owned: bool = True) -> None:
+        """Remember a finished run; the panel's own runs older than the last ``keep_models`` let go of their trained
+        models. A run shown with :meth:`add_result` belongs to the caller and is never emptied."""
         self.results.append(result)
+        if owned:
+            self._owned = getattr(self, "_owned", set()) | {id(result)}
         old = self.results[:-self.keep_models] if self.keep_models else self.results
         for r in old:
-            r.model = r.ema_model = r.method_obj = None
+            if id(r) in getattr(self, "_owned", set()):
+                r.model = r.ema_model = r.method_obj = None
 
     def add_result(self, result: TrainResult, label: str | None = None) -> None:
         """Show a run trained outside the panel (e.g. by ``train(...)`` in an earlier cell) as if the panel had
@@ -357,7 +361,7 @@ class TrainingPanel:
         self.plot.begin_run(label, len(self.results) + 1, self.extra_acc)
         for record in result.history.records:
             self.plot.update(record)
-        self._keep(result)
+        self._keep(result, owned=False)
         self.table.add(result, label)
 
     def start(self) -> threading.Thread:

@@ -222,6 +222,20 @@ def test_panel_keeps_only_the_last_models_in_memory():
     assert len(p.table.rows) == 4 and all(r.test_accuracy >= 0 for r in p.results)  # the numbers stay
 
 
+def test_add_result_shows_a_run_and_never_empties_the_callers_result():
+    from sslteach import train
+
+    outside = train("supervised", steps=10, eval_every=5, progress=False, cache=False)
+    p = TrainingPanel(["supervised"], steps=10, keep_models=1, train_options={"cache": False})
+    p.add_result(outside, "baseline from an earlier cell")
+    assert p.table.rows[-1]["method"] == "baseline from an earlier cell" or \
+        "baseline from an earlier cell" in str(p.table.rows[-1])
+    for _ in range(2):
+        p.run()
+    assert outside.model is not None and outside.method_obj is not None  # the caller still owns its model
+    assert p.results[1].model is None and p.results[2].model is not None  # the panel's own runs are bounded
+
+
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10", "svhn"])
 def test_panel_accepts_any_dataset(dataset):
     p = TrainingPanel(["supervised"], dataset=dataset)
