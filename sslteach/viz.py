@@ -249,3 +249,39 @@ def plot_per_class(values: dict, class_names=None, tail=(), counts=None, ax=None
     ax.set(xlabel=xlabel + ("; shaded: tail" if len(tail) else ""), ylabel=ylabel, title=title, ylim=ylim)
     ax.legend(loc="best", fontsize=11)
     return ax
+
+
+# --- Shared by notebooks 01 (Pseudo-Label) and 03 (FixMatch): the confidence threshold, quantity vs quality ---
+def pct(v, spec: str = ".1%") -> str:
+    """A share as a percentage (``format(v, spec)``); "n/a" where nothing was measured (None or NaN, e.g. no
+    pseudo-label passed the threshold)."""
+    return "n/a" if v is None or v != v else format(v, spec)
+
+
+def threshold_sweep(probs: torch.Tensor, y_true, taus) -> tuple[list[float], list[float]]:
+    """For each threshold ``tau`` in ``taus``: the share of images whose max probability is >= tau (the mask rate:
+    quantity), and the accuracy of the argmax pseudo-labels of those images against ``y_true`` (quality; NaN where
+    no image passes). ``probs`` is ``[N, C]``; returns ``(mask_rate, pseudo_acc)``, two lists of floats."""
+    probs = torch.as_tensor(probs).detach().cpu()
+    conf, pred = probs.max(1)
+    correct = pred == torch.as_tensor(y_true).cpu()
+    rate, acc = [], []
+    for t in taus:
+        keep = conf >= float(t)
+        rate.append(float(keep.float().mean()))
+        acc.append(float(correct[keep].float().mean()) if keep.any() else float("nan"))
+    return rate, acc
+
+
+def plot_threshold_sweep(taus, mask_rate, pseudo_acc, tau: float | None = None, ax=None,
+                         title: str = "Quantity vs quality as tau moves"):
+    """The two curves of :func:`threshold_sweep` against the threshold, with ``tau`` marked."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4.8))
+    ax.plot(taus, mask_rate, color="tab:blue", label="mask rate: share kept (quantity)")
+    ax.plot(taus, pseudo_acc, color="tab:green", label="accuracy of the kept pseudo-labels (quality)")
+    if tau is not None:
+        ax.axvline(tau, color="k", linestyle="--", label=f"tau = {tau:.2f}")
+    ax.set(xlabel="threshold tau", ylabel="fraction of unlabeled images", ylim=(0, 1.03), title=title)
+    ax.legend(loc="lower left")
+    return ax
