@@ -88,3 +88,18 @@ def test_cli_uses_and_prints_the_fashion_mnist_defaults(capsys, monkeypatch):
     p = presets.get_preset("real_images")
     assert r.method_config["mu"] == 3 and r.train_config["width"] == p.width == 16
     assert r.train_config["batch_size"] == p.batch_size and r.history.records[-1]["step"] == 2
+
+
+@pytest.mark.parametrize("name", ["03_fixmatch", "10_compare"])
+def test_the_notebooks_take_the_preset_as_one_parameter(name):
+    """The preset is one parameter of 03 and 10 (their quick-mode run under a preset was checked by hand with
+    papermill; the suite runs them at their defaults). It must name a real preset and announce the time."""
+    import nbformat
+
+    from conftest import ROOT
+
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", 4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert 'preset: str = ""' in params.source
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "presets.get_preset(preset)" in code and "Expected" in code
