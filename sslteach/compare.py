@@ -535,10 +535,10 @@ def is_cached(method: str, dataset: str = "digits", labels_per_class: int = 2, s
 
 
 def estimate(runs: Iterable[tuple], steps: int, dataset: str = "digits", split="balanced", cache=None,
-             **options) -> dict:
+             method_options: dict | None = None, **options) -> dict:
     """What a grid will cost before it runs: ``runs`` from :func:`plan`. Returns ``{"runs", "cached",
     "cpu_seconds_cold"`` (one thread, every run trained), ``"cpu_seconds"`` (the runs not in the cache),
-    ``"minutes_2_cores_cold"``, ``"minutes_2_cores"``}``. The per-step costs are :data:`CPU_MS_PER_STEP` (measured
+    ``"minutes_2_cores_cold"``, ``"minutes_2_cores"``}``; ``method_options`` as in :func:`run_grid`. The per-step costs are :data:`CPU_MS_PER_STEP` (measured
     on digits); on another dataset the numbers are ``nan`` (no measurement)."""
     runs = list(runs)
     cold = todo = 0.0
@@ -547,7 +547,8 @@ def estimate(runs: Iterable[tuple], steps: int, dataset: str = "digits", split="
         cpu = (CPU_MS_PER_STEP.get(m, DEFAULT_MS_PER_STEP) * steps / 1000 + RUN_OVERHEAD_S
                + 0.03 * (steps // max(1, options.get("eval_every", 50)) + 1))
         cold += cpu
-        hit = is_cached(m, dataset, b if b is not None else 2, split, s, cache=cache, steps=steps, **options)
+        hit = is_cached(m, dataset, b if b is not None else 2, split, s, cache=cache, steps=steps,
+                        **{**options, **(method_options or {}).get(m, {})})
         cached += hit
         todo += 0 if hit else cpu
     if dataset != "digits":
