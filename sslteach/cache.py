@@ -42,13 +42,26 @@ def default_dir() -> Path | None:
     return Path.home() / ".cache" / "sslteach" / "runs"
 
 
+#: Modules that draw, explain or drive runs but do not change what a run computes: editing them (a figure, a
+#: widget, the comparison notebook's tables) keeps the cache valid. Everything else in the package is hashed.
+NOT_TRAINING_CODE = frozenset({"widgets.py", "viz.py", "diagrams.py", "compare.py", "notebook.py", "exercises.py",
+                               "cli.py", "__main__.py", "presets.py"})
+
+
+def training_code_files(root: Path | None = None) -> list[Path]:
+    """The package files whose source is part of every cache key (sorted)."""
+    root = root or Path(__file__).resolve().parent
+    return [p for p in sorted(root.rglob("*.py")) if p.relative_to(root).as_posix() not in NOT_TRAINING_CODE]
+
+
 def code_digest() -> str:
-    """A digest of every ``.py`` file of the package: editing the code that trains invalidates the cache."""
+    """A digest of the code that trains (:func:`training_code_files`): editing it invalidates the cache. Presets
+    need no digest: the settings they resolve to are part of the key."""
     global _CODE_DIGEST
     if _CODE_DIGEST is None:
         h = hashlib.sha256()
         root = Path(__file__).resolve().parent
-        for p in sorted(root.rglob("*.py")):
+        for p in training_code_files(root):
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
         _CODE_DIGEST = h.hexdigest()[:16]

@@ -198,3 +198,16 @@ def test_every_method_round_trips_with_its_learned_state(tmp_path, name):
     for k, v in sa.items():
         if k in sb:
             assert torch.equal(v.cpu(), sb[k].cpu()), k
+
+
+def test_the_digest_covers_the_training_code_and_not_the_figures():
+    """Editing a figure or a widget keeps a lecture's cache warm; editing anything that trains invalidates it."""
+    from sslteach.cache import training_code_files
+
+    names = {p.relative_to(p.parents[1] if p.parent.name == "methods" else p.parent).as_posix()
+             for p in training_code_files()}
+    for must in ("train.py", "data.py", "augment.py", "models.py", "evaluation.py", "utils.py",
+                 "methods/fixmatch.py", "methods/base.py"):
+        assert must in names, must
+    for never in ("viz.py", "widgets.py", "diagrams.py", "compare.py", "notebook.py"):
+        assert never not in names, never
