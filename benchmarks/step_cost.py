@@ -41,9 +41,9 @@ def _tensors(out):
     return []
 
 
-def count_images(method, dataset, options, steps=4):
+def count_images(method, dataset, options, steps=8):
     """(images forwarded with gradient, without gradient) per step, and the trained network."""
-    probe = train(method, dataset, steps=1, eval_every=10**6, eval_size=1, progress=False, cache=False, **options)
+    probe = train(method, dataset, steps=steps, eval_every=10**6, eval_size=1, progress=False, cache=False, **options)
     # every pass through the network (student, teacher copy, EMA copy) goes through its first layer: count there
     first = next(m for m in probe.model.modules() if not list(m.children()) and any(True for _ in m.parameters()))
     first_type, first_shape = type(first), tuple(first.weight.shape)
