@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 from pathlib import Path
@@ -56,6 +57,40 @@ def pytest_configure(config):
 
     config._sslteach_t0 = _time.monotonic()
     config._sslteach_before = _git_status() if not hasattr(config, "workerinput") else None
+
+
+def _notebook_of(item) -> str:
+    """The notebook a notebook test reads: its ``name`` parameter, or the number in ``test_notebook_03_...``."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "name" in callspec.params:
+        return str(callspec.params["name"])
+    m = re.search(r"notebook_(\d\d)", item.name)
+    return m.group(1) if m else item.name
+
+
+def pytest_collection_modifyitems(config, items):
+    """Schedule for 2 workers (pytest-xdist hands each worker a contiguous half of this list, then lets an idle
+    worker steal from the other's tail): the notebook tests — each notebook is executed once, by the first test that
+    needs it — are spread evenly through the list, so both workers execute notebooks while the other trains
+    claims, and the tests of one notebook sit together (no worker waits on the other's lock); the book, which
+    needs every notebook, comes last."""
+    book = [i for i in items if i.get_closest_marker("book")]
+    nbs = sorted((i for i in items if (i.get_closest_marker("notebook") or i.get_closest_marker("browser"))
+                  and not i.get_closest_marker("book")),
+                 key=lambda i: _notebook_of(i)[:2])
+    rest = [i for i in items if i not in set(book) | set(nbs)]
+    groups: dict[str, list] = {}
+    for i in nbs:
+        groups.setdefault(_notebook_of(i)[:2], []).append(i)
+    out, chunks = [], list(groups.values())
+    every = max(1, len(rest) // (len(chunks) + 1))
+    for k, item in enumerate(rest):
+        if k and k % every == 0 and chunks:
+            out += chunks.pop(0)
+        out.append(item)
+    for c in chunks:
+        out += c
+    items[:] = out + book
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -30,11 +30,18 @@ def all_notebooks() -> list[str]:
     return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
+class Busy(Exception):
+    """Another worker holds the lock (``file_lock(..., block=False)``)."""
+
+
 @contextlib.contextmanager
-def file_lock(path: Path):
+def file_lock(path: Path, block: bool = True):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise Busy(str(path)) from None
         try:
             yield
         finally:
@@ -60,42 +67,50 @@ def executor_kind() -> str:
     return "jupyterlab" if browser.available() is None else "papermill"
 
 
-def notebook_run(name: str, shared: Path) -> dict:
-    """The suite's one quick-mode execution of notebook ``name`` (executed now if nobody has yet)."""
+def notebook_run(name: str, shared: Path, block: bool = True) -> dict | None:
+    """The suite's one quick-mode execution of notebook ``name`` (executed now if nobody has yet). With
+    ``block=False``, ``None`` while another worker is executing it."""
     folder = shared / "notebooks"
     record_path = folder / f"{name}.run.json"
-    with file_lock(folder / f"{name}.lock"):
-        if record_path.exists():
-            return json.loads(record_path.read_text())
-        t0 = time.perf_counter()
-        kind = executor_kind()
-        record = {"name": name, "executor": kind, "results": None, "error": None, "report": [],
-                  "executed": str(folder / f"{name}.ipynb")}
-        results_path = folder / f"{name}.results.json"
-        try:
-            if kind == "jupyterlab":
-                import browser
+    try:
+        with file_lock(folder / f"{name}.lock", block=block):
+            return _notebook_run_locked(name, folder, record_path)
+    except Busy:
+        return None
 
-                browser.execute(name, quick_parameters(name, results_path), folder, record)
-            else:
-                _papermill(name, quick_parameters(name, results_path), folder)
-        except Exception as e:  # noqa: BLE001 - stored, and reported by every test that needs this notebook
-            record["error"] = f"{type(e).__name__}: {e}"
-            record["traceback"] = traceback.format_exc()[-4000:]
-        if results_path.exists():
-            try:
-                record["results"] = json.loads(results_path.read_text())
-            except json.JSONDecodeError as e:
-                record["error"] = record["error"] or f"results JSON unreadable: {e}"
-        elif record["error"] is None:
-            record["error"] = f"the notebook wrote no results to {results_path}"
-        record["seconds"] = time.perf_counter() - t0
-        _write_json(record_path, record)
-        artifacts = os.environ.get("SSLTEACH_ARTIFACTS")
-        if artifacts and Path(record["executed"]).exists():
-            Path(artifacts).mkdir(parents=True, exist_ok=True)
-            shutil.copy(record["executed"], Path(artifacts) / f"{name}.ipynb")
-        return record
+
+def _notebook_run_locked(name: str, folder: Path, record_path: Path) -> dict:
+    if record_path.exists():
+        return json.loads(record_path.read_text())
+    t0 = time.perf_counter()
+    kind = executor_kind()
+    record = {"name": name, "executor": kind, "results": None, "error": None, "report": [],
+              "executed": str(folder / f"{name}.ipynb")}
+    results_path = folder / f"{name}.results.json"
+    try:
+        if kind == "jupyterlab":
+            import browser
+
+            browser.execute(name, quick_parameters(name, results_path), folder, record)
+        else:
+            _papermill(name, quick_parameters(name, results_path), folder)
+    except Exception as e:  # noqa: BLE001 - stored, and reported by every test that needs this notebook
+        record["error"] = f"{type(e).__name__}: {e}"
+        record["traceback"] = traceback.format_exc()[-4000:]
+    if results_path.exists():
+        try:
+            record["results"] = json.loads(results_path.read_text())
+        except json.JSONDecodeError as e:
+            record["error"] = record["error"] or f"results JSON unreadable: {e}"
+    elif record["error"] is None:
+        record["error"] = f"the notebook wrote no results to {results_path}"
+    record["seconds"] = time.perf_counter() - t0
+    _write_json(record_path, record)
+    artifacts = os.environ.get("SSLTEACH_ARTIFACTS")
+    if artifacts and Path(record["executed"]).exists():
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(record["executed"], Path(artifacts) / f"{name}.ipynb")
+    return record
 
 
 def _papermill(name: str, parameters: dict, folder: Path) -> None:

@@ -32,7 +32,9 @@ def _load_build():
 def book(tmp_path_factory):
     shared = shared_dir(tmp_path_factory)
     names = nbrun.all_notebooks()
-    runs = {n: nbrun.notebook_run(n, shared) for n in names}  # the suite's runs (executed now if nobody has yet)
+    # the suite's runs, executed now where nobody has yet: first those no other worker is executing, then wait
+    runs = {n: r for n in names if (r := nbrun.notebook_run(n, shared, block=False)) is not None}
+    runs.update({n: nbrun.notebook_run(n, shared) for n in names if n not in runs})
     failed = {n: r["error"] for n, r in runs.items() if r["error"] and not Path(r["executed"]).exists()}
     if failed:
         pytest.fail(f"the book needs every notebook executed; these did not run: {failed}", pytrace=False)
