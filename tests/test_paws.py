@@ -566,7 +566,7 @@ def test_panel_has_sliders_for_the_knobs_and_draws_the_collapse_diagnostics():
 
 
 # ----------------------------------------------------------------------------- the claims (slow)
-CLAIM_STEPS = 500
+CLAIM_STEPS = 1000  # PAWS is still climbing at 500 steps (one seed at 64 % on one CPU, 80 % on another)
 
 
 @pytest.fixture(scope="module")
@@ -577,20 +577,23 @@ def paws_claim():
 @pytest.mark.slow
 def test_claim_paws_beats_supervised(paws_claim):
     """Digits, 2 labels per class, claim scale (width 16, B = 16: 32 unlabeled images x 4 views + 40 support views
-    per step), 500 steps, seeds 0-2. Measured: PAWS (soft-NN) 93.6 / 85.1 / 80.2 % (mean 86.3 %) against
-    supervised 73.8 / 69.8 / 73.6 % (mean 72.4 %). Asserted: +8 points on the mean, every seed ahead."""
+    per step), 1000 steps, seeds 0-2. Measured (AMD EPYC, one thread): PAWS (soft-NN) 96.2 / 96.0 / 87.6 % (mean
+    93.3 %) against supervised 73.1 / 71.8 / 74.7 % (mean 73.2 %). At 500 steps the margin depended on the CPU (the
+    same seeds gave a mean of 86.3 % on one machine and 77.1 % on another, seed 2 below the baseline): the runs were
+    still climbing. Asserted: +10 points on the mean, every seed ahead."""
     sup = claim_runs("supervised", steps=CLAIM_STEPS)
-    assert mean_accuracy(paws_claim) > mean_accuracy(sup) + 0.08, (accuracies(paws_claim), accuracies(sup))
+    assert mean_accuracy(paws_claim) > mean_accuracy(sup) + 0.10, (accuracies(paws_claim), accuracies(sup))
     for r_p, r_s in zip(paws_claim, sup):
-        assert r_p.test_accuracy > r_s.test_accuracy
+        assert r_p.test_accuracy > r_s.test_accuracy, (accuracies(paws_claim), accuracies(sup))
 
 
 @pytest.mark.slow
 def test_claim_without_sharpening_predictions_collapse_to_flat(paws_claim):
     """T = 1 (no sharpening), seed 0, same scale: nothing asks a prediction to be confident, and every view ends up
-    predicting the uniform distribution — the mean per-view entropy sits at log 10 = 2.303 (measured 2.302) while
-    full PAWS's is 0.93-0.99, and accuracy falls to 25 % (full PAWS: 93.6 %). Asserted: per-view entropy above
-    0.97 log C for T = 1 and below 0.6 log C for PAWS (all seeds); accuracy at least 30 points lower."""
+    predicting the uniform distribution — the mean per-view entropy sits at log 10 = 2.303 (measured 2.302 on seeds
+    0, 1, 2) while full PAWS's is 0.81-0.84, and accuracy falls to 26 % (seeds 1, 2: 28 %, 23 %; full PAWS: 96 %).
+    Asserted: per-view entropy above 0.97 log C for T = 1 and below 0.6 log C for PAWS (all seeds); accuracy at
+    least 30 points lower."""
     flat = claim_runs("paws", seeds=(0,), steps=CLAIM_STEPS, sharpen_temperature=1.0)[0]
     assert flat.history.last("ent_pred") > 0.97 * LOG10
     assert all(r.history.last("ent_pred") < 0.6 * LOG10 for r in paws_claim)
@@ -599,15 +602,17 @@ def test_claim_without_sharpening_predictions_collapse_to_flat(paws_claim):
 
 @pytest.mark.slow
 def test_claim_without_me_max_the_mean_prediction_loses_classes(paws_claim):
-    """ME-MAX weight 0, seed 0, same scale: individual predictions stay confident, but their batch mean drifts away
-    from uniform (entropy of the mean prediction measured 2.10 at 300 steps vs 2.25-2.26 for PAWS), and accuracy
-    drops. Asserted: entropy of the mean prediction at least 0.08 nats below every PAWS seed's, and accuracy at least
-    10 points below PAWS on the same seed."""
-    no_me_max = claim_runs("paws", seeds=(0,), steps=CLAIM_STEPS, me_max_weight=0.0)[0]
-    ent = no_me_max.history.last("ent_mean_pred")
-    assert all(ent < r.history.last("ent_mean_pred") - 0.08 for r in paws_claim), ent
-    assert no_me_max.history.last("ent_pred") < 0.6 * LOG10  # still confident: a different failure from T = 1
-    assert no_me_max.test_accuracy < paws_claim[0].test_accuracy - 0.10
+    """ME-MAX weight 0, seeds 0-2, same scale: individual predictions stay confident, but their batch mean drifts
+    away from uniform and accuracy drops. Measured: entropy of the mean prediction 1.79 / 1.80 / 2.21 nats (PAWS:
+    2.25 on every seed), accuracy 64.7 / 59.1 / 88.9 % (PAWS: 96.2 / 96.0 / 87.6 %) — seed 2 does not show it, so the
+    claim is asserted on the means: entropy of the mean prediction at least 0.15 nats below PAWS's, accuracy at
+    least 10 points below, and every seed still confident (a different failure from T = 1)."""
+    no_me_max = claim_runs("paws", steps=CLAIM_STEPS, me_max_weight=0.0)
+    ent = [r.history.last("ent_mean_pred") for r in no_me_max]
+    ent_paws = [r.history.last("ent_mean_pred") for r in paws_claim]
+    assert sum(ent) / 3 < sum(ent_paws) / 3 - 0.15, (ent, ent_paws)
+    assert all(r.history.last("ent_pred") < 0.6 * LOG10 for r in no_me_max)
+    assert mean_accuracy(no_me_max) < mean_accuracy(paws_claim) - 0.10, (accuracies(no_me_max), accuracies(paws_claim))
 
 
 # ----------------------------------------------------------------------------- notebook 05
