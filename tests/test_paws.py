@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -610,9 +611,10 @@ def test_claim_without_me_max_the_mean_prediction_loses_classes(paws_claim):
     no_me_max = claim_runs("paws", steps=CLAIM_STEPS, me_max_weight=0.0)
     ent = [r.history.last("ent_mean_pred") for r in no_me_max]
     ent_paws = [r.history.last("ent_mean_pred") for r in paws_claim]
-    assert sum(ent) / 3 < sum(ent_paws) / 3 - 0.15, (ent, ent_paws)
+    assert statistics.mean(ent) < statistics.mean(ent_paws) - 0.15, (ent, ent_paws)
     assert all(r.history.last("ent_pred") < 0.6 * LOG10 for r in no_me_max)
-    assert mean_accuracy(no_me_max) < mean_accuracy(paws_claim) - 0.10, (accuracies(no_me_max), accuracies(paws_claim))
+    assert mean_accuracy(no_me_max) < mean_accuracy(paws_claim) - 0.10, \
+        (accuracies(no_me_max), accuracies(paws_claim))
 
 
 # ----------------------------------------------------------------------------- notebook 05
