@@ -183,6 +183,7 @@ class Augmenter:
                 f"strong: RandAugment n={self.n_ops} + Cutout {self.cutout})")
 
 
-def for_dataset(dataset) -> Augmenter:
-    """The augmenter that suits a :class:`~sslteach.data.Dataset` (flip only where it keeps the class)."""
-    return Augmenter(dataset.kind, flip=dataset.flip)
+def for_dataset(dataset, cutout: float = 0.5) -> Augmenter:
+    """The augmenter that suits a :class:`~sslteach.data.Dataset` (flip only where it keeps the class); ``cutout``
+    is the side of the strong view's Cutout square as a share of the image side."""
+    return Augmenter(dataset.kind, flip=dataset.flip, cutout=cutout)

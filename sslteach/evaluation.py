@@ -56,14 +56,21 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def eval_batch_size(device) -> int:
+    """Images per forward pass when a model only predicts: 128 on a CPU, where a batch that fits the caches is
+    about 2.5x faster per image than 1024 (small CNN, Fashion-MNIST, 2 cores); 1024 on a GPU."""
+    return 128 if torch.device(device).type == "cpu" else 1024
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int | None = None,
                    autocast: Callable = nullcontext) -> torch.Tensor:
-    """Logits of ``model`` (eval mode; each submodule's own mode is restored afterwards) on ``x``, batch by batch, as
-    float32 on the model's device."""
+    """Logits of ``model`` (eval mode; each submodule's own mode is restored afterwards) on ``x``, batch by batch
+    (``batch_size`` images, default :func:`eval_batch_size`), as float32 on the model's device."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     dev = _device_of(model)
+    batch_size = batch_size or eval_batch_size(dev)
     out = []
     try:
         for i in range(0, len(x), batch_size):
@@ -77,7 +84,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None,
              autocast: Callable = nullcontext) -> float:
     """Accuracy of ``model`` on ``(x, y)``, in eval mode, batch by batch (the mode is restored afterwards)."""
     if len(y) == 0:
@@ -87,7 +94,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Softmax probabilities of ``model`` (eval mode) on ``x``, on the CPU."""
     if len(x) == 0:
         return torch.empty(0)

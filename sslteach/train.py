@@ -29,7 +29,7 @@ from .cache import FORMAT as CACHE_FORMAT
 from .cache import RunCache, code_digest, make_key, split_digest
 from .cache import default_dir as cache_default_dir
 from .data import DATASETS, IndexSampler, Split, SplitConfig, load_dataset, make_split, split_settings, to_float
-from .evaluation import EMA, auroc, balanced_accuracy, per_class_accuracy, predict_logits
+from .evaluation import EMA, auroc, balanced_accuracy, eval_batch_size, per_class_accuracy, predict_logits
 from .presets import PRESETS
 from .evaluation import evaluate, predict  # noqa: F401 - re-exported: sslteach.train.evaluate etc. still work
 from .models import MODELS, make_model
@@ -50,6 +50,7 @@ class TrainConfig:
     ema_decay: float = 0.99  # EMA of the weights used for evaluation; 0 turns it off (paper 0.999 over 2^20 steps)
     eval_every: int = 50  # steps between evaluations
     eval_size: int = 2000  # test images used at each evaluation during training (all of them at the end)
+    cutout: float = 0.5  # side of the strong view's Cutout square, as a share of the image side (paper: 0.5)
     model: str = "auto"  # "auto" (MLP for points, small CNN for images) | "mlp" | "cnn" | "wrn28_2"
     width: int = 32  # channels of the small CNN's first stage (digits: 16, see DATASET_DEFAULTS)
     dropout: float = 0.0  # dropout before the classifier
@@ -67,6 +68,7 @@ class TrainConfig:
         check_float("ema_decay", self.ema_decay, 0.0, 1.0)
         check_int("eval_every", self.eval_every, 1)
         check_int("eval_size", self.eval_size, 1)
+        check_float("cutout", self.cutout, 0.0, 1.0)
         check_choice("model", self.model, MODELS)
         check_int("width", self.width, 1)
         check_float("dropout", self.dropout, 0.0, 1.0)
@@ -295,8 +297,8 @@ class Trainer:
         model.train()
         params = _param_groups(model, cfg.weight_decay)
         autocast = self._autocast()
-        ctx = Context(augment_mod.for_dataset(ds), 0, cfg.steps, self.device, split.num_classes,
-                      len(split.y_ulb), autocast)
+        ctx = Context(augment_mod.for_dataset(ds, cutout=cfg.cutout), 0, cfg.steps, self.device,
+                      split.num_classes, len(split.y_ulb), autocast)
         method.setup(model, split, ctx)
         extra_params = method.extra_parameters()
         if extra_params:
@@ -329,7 +331,10 @@ class Trainer:
             x_open_eval, y_open_eval = x_open_all[open_idx], y_open_all[open_idx]
         tail = split.info.get("tail_classes") if split.kind == "long_tailed" else None
 
+        eval_seconds = [0.0]  # time spent in the evaluations during training (the final one not included)
+
         def record_eval(final=False):
+            t_eval = time.perf_counter()
             x, y = (split.x_test, split.y_test) if final else (x_eval, y_eval)
             rec = {"step": self.step, "time": time.perf_counter() - t0, "lr": opt.param_groups[0]["lr"]}
             for k, v in window.items():
@@ -359,6 +364,8 @@ class Trainer:
             if final:
                 self._final_pred = preds[report_key]
             rec["final"] = final
+            if not final:
+                eval_seconds[0] += time.perf_counter() - t_eval
             self.history.append(rec)
             self._fire("on_eval", rec)
             return rec
@@ -418,7 +425,7 @@ class Trainer:
             ema_model=self.ema.module if self.ema is not None else None, interrupted=interrupted,
             method_config=method.config_dict(), train_config=asdict(cfg),
             extra={"report": self._report_key(method), "device_name": describe_device(self.device),
-                   "split": repr(self.split)}, method_obj=method,
+                   "split": repr(self.split), "eval_seconds": eval_seconds[0]}, method_obj=method,
             per_class_accuracy=pc, balanced_accuracy=balanced_accuracy(pc) if pc else float("nan"),
             auroc=rec.get("test_auroc") if open_set else None, split=split_settings(self.split))
         result.extra.update(method.extra_results())  # a method's own summary (Noisy Student's rounds)
@@ -439,8 +446,9 @@ def build_model(method, config: TrainConfig, input_shape: tuple, num_classes: in
     return own if own is not None else make_model(config.model, input_shape, num_classes, config.dropout, config.width)
 
 
-def _batched_scores(method, model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def _batched_scores(method, model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """The method's outlier scores for ``x``, batch by batch, on the CPU."""
+    batch_size = batch_size or eval_batch_size(x.device)
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -459,7 +467,7 @@ _REAL = PRESETS["real_images"]
 DATASET_DEFAULTS: dict[str, dict] = {
     "digits": {"width": 16},
     "fashion_mnist": {"width": _REAL.width, "batch_size": _REAL.batch_size, "steps": _REAL.steps,
-                      "method_options": _REAL.method_options},
+                      **_REAL.train_options, "method_options": _REAL.method_options},
 }
 SPLIT_OPTIONS = tuple(f.name for f in fields(SplitConfig) if f.name not in ("kind", "labels_per_class"))
 
@@ -629,8 +637,8 @@ def _from_cache(store: RunCache, key: str, method, config: TrainConfig, split: S
             ema = EMA(model, config.ema_decay or 0.99)
             ema.module.load_state_dict(ema_state)
             ema_model = ema.module
-        ctx = Context(augment_mod.for_dataset(ds), config.steps, config.steps, device, split.num_classes,
-                      len(split.y_ulb))
+        ctx = Context(augment_mod.for_dataset(ds, cutout=config.cutout), config.steps, config.steps, device,
+                      split.num_classes, len(split.y_ulb))
         method.setup(model, split.to(device), ctx)
         method.load_state_tensors({k[7:]: v for k, v in tensors.items() if k.startswith("method.")})
         history = History()

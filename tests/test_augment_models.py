@@ -75,3 +75,27 @@ def test_wrn28_2_size_and_guard():
         make_model("wrn28_2", (1, 8, 8), 10)
     with pytest.raises(ValueError, match="unknown model"):
         make_model("resnet50", (1, 8, 8), 10)
+
+
+def test_cutout_setting_reaches_the_strong_view(monkeypatch):
+    """``train(..., cutout=f)`` gives the strong view a Cutout square of side f * H (the real_images preset uses it);
+    a bad value is a one-line error naming the setting."""
+    import sslteach.augment as aug_mod
+    from sslteach import train
+
+    seen = []
+    orig = aug_mod.for_dataset
+
+    def spy(ds, **kw):
+        a = orig(ds, **kw)
+        seen.append(a.cutout)
+        return a
+
+    monkeypatch.setattr(aug_mod, "for_dataset", spy)
+    train("fixmatch", "digits", steps=2, cutout=0.25, progress=False, cache=False, eval_size=10)
+    assert seen == [0.25]
+    with pytest.raises(ValueError, match="cutout must be"):
+        train("fixmatch", "digits", steps=2, cutout=1.5, progress=False, cache=False)
+    x = torch.full((64, 1, 28, 28), 1.0)
+    gray = (aug_mod.cutout_(x, 0.25) == 0.5).flatten(1).sum(1)
+    assert gray.max().item() == 7 * 7  # a 7x7 square where it fits inside the image

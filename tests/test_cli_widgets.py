@@ -81,7 +81,7 @@ def test_panel_knobs_follow_the_method_and_reach_training():
     p = TrainingPanel(["supervised", "fixmatch"], steps=20, train_options={"eval_every": 10})
     assert list(p.knobs) == []
     p.method.value = "fixmatch"
-    assert set(p.knobs) == {"tau", "lambda_u", "mu", "strong"}
+    assert set(p.knobs) == {"tau", "lambda_u", "mu", "strong", "dist_align", "da_momentum"}
     p.knobs["tau"].value = 0.5
     p.knobs["mu"].value = 2
     r = p.run()

@@ -10,7 +10,7 @@ import torch
 
 from sslteach.augment import Augmenter
 from sslteach.methods import get_method
-from sslteach.methods.fixmatch import FixMatch, FixMatchConfig, fixmatch_unlabeled_loss
+from sslteach.methods.fixmatch import FixMatch, FixMatchConfig, distribution_alignment, fixmatch_unlabeled_loss
 
 from conftest import accuracies, claim_runs, mean_accuracy
 
@@ -142,7 +142,63 @@ def test_strong_false_uses_weak_views_only(digits):
 def test_defaults_are_the_papers():
     cfg = FixMatchConfig()
     assert (cfg.tau, cfg.lambda_u, cfg.mu, cfg.strong) == (0.95, 1.0, 7, True)
+    assert cfg.dist_align is False  # ReMixMatch's distribution alignment is an option, off as in FixMatch
     assert FixMatch().unlabeled_ratio() == 7
+
+
+# ----------------------------------------------------------------------------- distribution alignment (option)
+def test_distribution_alignment_by_hand():
+    # q * p(y) / p_model(y), renormalised; p(y) uniform (1/3 cancels in the normalisation)
+    q = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1]])
+    p_model = torch.tensor([0.5, 0.3, 0.2])
+    out = distribution_alignment(q, p_model)
+    row1 = [0.6 / 0.5, 0.3 / 0.3, 0.1 / 0.2]
+    row2 = [0.2 / 0.5, 0.7 / 0.3, 0.1 / 0.2]
+    expected = [[v / sum(row1) for v in row1], [v / sum(row2) for v in row2]]
+    assert torch.allclose(out, torch.tensor(expected), atol=1e-6)
+    assert torch.allclose(distribution_alignment(q, torch.full((3,), 1 / 3)), q)  # a calibrated model: unchanged
+    target = torch.tensor([0.2, 0.2, 0.6])  # a non-uniform target distribution
+    row = [0.6 * 0.2 / 0.5, 0.3 * 0.2 / 0.3, 0.1 * 0.6 / 0.2]
+    assert distribution_alignment(q[:1], p_model, target)[0].tolist() == pytest.approx(
+        [v / sum(row) for v in row], abs=1e-6)
+
+
+def test_distribution_alignment_step_thresholds_the_aligned_weak_prediction(digits):
+    """Bugs guarded: the option ignored (pseudo-labels from the raw prediction), the running mean fed by the
+    strong view, or not updated. Expected values are computed from the logits the network produced."""
+    torch.manual_seed(0)
+    net = RecordingNet()
+    b, mu = 4, 3
+    batch, ctx = batch_and_ctx(digits, b, mu)
+    method = FixMatch(tau=0.0, mu=mu, dist_align=True, da_momentum=0.5)
+    method.setup(net, None, ctx)
+    p0 = torch.tensor([0.3, 0.3, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05])
+    method.p_model = p0.clone()
+    _, logs = method.step(net, batch, ctx)
+    logits = net.logits.detach()
+    weak, strong = logits[b: b + mu * b], logits[b + mu * b:]
+    q = torch.softmax(weak, 1)
+    p1 = 0.5 * p0 + 0.5 * q.mean(0)
+    assert torch.allclose(method.p_model, p1, atol=1e-6)
+    aligned = distribution_alignment(q, p1)
+    want, _, pseudo = fixmatch_unlabeled_loss(aligned.log(), strong, 0.0)
+    raw, _, raw_pseudo = fixmatch_unlabeled_loss(weak, strong, 0.0)
+    assert not torch.equal(pseudo, raw_pseudo), "the test needs a case where alignment changes a pseudo-label"
+    assert logs["loss_u"].item() == pytest.approx(want.item(), abs=1e-6)
+    assert abs(want.item() - raw.item()) > 1e-3
+
+
+def test_distribution_alignment_off_leaves_the_step_unchanged(digits):
+    torch.manual_seed(0)
+    net = RecordingNet()
+    batch, ctx = batch_and_ctx(digits, 4, 3)
+    method = FixMatch(tau=0.0, mu=3)
+    method.setup(net, None, ctx)
+    _, logs = method.step(net, batch, ctx)
+    logits = net.logits.detach()
+    want, _, _ = fixmatch_unlabeled_loss(logits[4:16], logits[16:], 0.0)
+    assert logs["loss_u"].item() == pytest.approx(want.item(), abs=1e-6)
+    assert torch.equal(method.p_model, torch.full((10,), 0.1))  # not touched when the option is off
 
 
 # ----------------------------------------------------------------------------- the strong augmentation
@@ -207,7 +263,8 @@ def test_command_line_trains_fixmatch(capsys, tmp_path):
     import json
 
     data = json.loads(out.read_text())
-    assert data["method_config"] == {"tau": 0.95, "lambda_u": 1.0, "mu": 7, "strong": True}
+    assert data["method_config"] == {"tau": 0.95, "lambda_u": 1.0, "mu": 7, "strong": True, "dist_align": False,
+                                     "da_momentum": 0.999}
     assert any("mask_rate" in r for r in data["history"])
 
 

@@ -40,10 +40,13 @@ def test_the_real_images_preset():
 def test_fashion_mnist_defaults_follow_the_preset_and_any_option_overrides_them():
     p = presets.get_preset("real_images")
     tcfg, _, mcfg, applied = resolve_options(METHODS["fixmatch"], "fashion_mnist", {})
-    assert tcfg == {"width": p.width, "batch_size": p.batch_size, "steps": p.steps} and mcfg == {"mu": 3}
-    assert applied == {**tcfg, "mu": 3}
-    tcfg, _, mcfg, applied = resolve_options(METHODS["fixmatch"], "fashion_mnist", {"mu": 7, "width": 32})
-    assert tcfg["width"] == 32 and mcfg == {"mu": 7} and "mu" not in applied and "width" not in applied
+    assert tcfg == {"width": p.width, "batch_size": p.batch_size, "steps": p.steps, **p.train_options}
+    assert mcfg == {"mu": 3, "dist_align": True} and p.train_options == {"cutout": 0.3, "eval_every": 500}
+    assert applied == {**tcfg, **mcfg}
+    tcfg, _, mcfg, applied = resolve_options(METHODS["fixmatch"], "fashion_mnist",
+                                             {"mu": 7, "width": 32, "cutout": 0.5, "dist_align": False})
+    assert tcfg["width"] == 32 and tcfg["cutout"] == 0.5 and mcfg == {"mu": 7, "dist_align": False}
+    assert not {"mu", "width", "cutout", "dist_align"} & set(applied)
     _, _, mcfg, _ = resolve_options(METHODS["supervised"], "fashion_mnist", {})
     assert mcfg == {}  # FixMatch's knob is not given to another method
     assert "method_options" in DATASET_DEFAULTS["fashion_mnist"]
@@ -82,11 +85,13 @@ def test_cli_uses_and_prints_the_fashion_mnist_defaults(capsys, monkeypatch):
     assert main(["train", "fixmatch", "--dataset", "fashion_mnist", "--labels-per-class", "4", "--no-progress",
                  "--no-cache"]) == 0
     out = capsys.readouterr().out
-    assert "defaults for this run (any flag overrides them): --width 16, --batch-size 16, --steps 1000, --mu 3" in out
+    assert ("defaults for this run (any flag overrides them): --width 16, --batch-size 16, --steps 4000, --cutout 0.3, "
+            "--eval-every 500, --mu 3, --dist-align True") in out
     assert "mu" not in captured and "width" not in captured  # the defaults come from train(), not the CLI
     r = captured["result"]
     p = presets.get_preset("real_images")
-    assert r.method_config["mu"] == 3 and r.train_config["width"] == p.width == 16
+    assert r.method_config["mu"] == 3 and r.method_config["dist_align"] is True
+    assert r.train_config["width"] == p.width == 16 and r.train_config["cutout"] == 0.3
     assert r.train_config["batch_size"] == p.batch_size and r.history.records[-1]["step"] == 2
 
 

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import tail_classes, to_float
-from ..evaluation import EMA
+from ..evaluation import EMA, eval_batch_size
 from .base import Method, MethodConfig, param, pseudo_label_accuracy, supervised_loss
 from .fixmatch import fixmatch_unlabeled_loss
 
@@ -259,8 +259,9 @@ class CoSSL(Method):
         gradient. ``x`` ``[N, ...]`` already augmented; returns ``[N, D]`` float32."""
         enc = self.ema_encoder.module
         enc.eval()
-        _, h = enc(x)
-        return h.float()
+        n = eval_batch_size(x.device)  # in chunks: the whole pool at once would hold every activation map
+        return torch.cat([enc(x[i: i + n])[1].float() for i in range(0, len(x), n)]) if len(x) else \
+            enc(x)[1].float()
 
     def balanced_batch(self, n: int, aug):
         """A class-balanced labeled batch and a pool batch (labeled + unlabeled), both in the ``head_view`` view

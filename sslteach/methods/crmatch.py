@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..data import to_float
 from ..utils import check_choice
 from .base import Method, param, pseudo_label_accuracy, supervised_loss
-from .fixmatch import FixMatchConfig, fixmatch_unlabeled_loss
+from .fixmatch import FixMatchCoreConfig, fixmatch_unlabeled_loss
 
 FEAT_MODES = ("off", "invariance", "equivariance")
 FEAT_SOURCES = ("map", "pooled")
@@ -102,7 +102,7 @@ def tap_output(module: nn.Module | None):
 
 
 @dataclass
-class CRMatchConfig(FixMatchConfig):
+class CRMatchConfig(FixMatchCoreConfig):
     feat_mode: str = param("equivariance", "FeatDistLoss on confident unlabeled images: 'equivariance' pushes the "
                            "weak/strong features apart (CR-Match), 'invariance' pulls them together, 'off' = FixMatch",
                            choices=FEAT_MODES)

@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import to_float
-from ..evaluation import EMA, evaluate
+from ..evaluation import EMA, eval_batch_size, evaluate
 from ..utils import check_int
 from .base import Method, MethodConfig, param, pseudo_label_accuracy, supervised_loss
 
@@ -158,8 +158,9 @@ class NoisyStudent(Method):
     def relabel(self) -> None:
         """The frozen teacher labels every unlabeled image once, in eval mode, without augmentation."""
         self.teacher.eval()
-        logits = torch.cat([self.teacher(to_float(self.x_ulb[i: i + 1024]))[0].float()
-                            for i in range(0, len(self.x_ulb), 1024)])
+        n = eval_batch_size(self.x_ulb.device)
+        logits = torch.cat([self.teacher(to_float(self.x_ulb[i: i + n]))[0].float()
+                            for i in range(0, len(self.x_ulb), n)])
         self.targets, self.keep = teacher_targets(logits, self.config.soft, self.config.tau)
 
     def _finish_round(self, steps_done: int) -> None:

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import IndexSampler, Split, to_float
-from ..evaluation import EMA
+from ..evaluation import EMA, eval_batch_size
 from ..utils import check_float, check_int
 from .base import Method, MethodConfig, param, pseudo_label_accuracy, supervised_loss
 from .fixmatch import fixmatch_unlabeled_loss
@@ -233,7 +233,7 @@ class OpenMatch(Method):
 
     # ---- pseudo-inliers
     @torch.no_grad()
-    def select(self, batch_size: int = 1024) -> dict:
+    def select(self, batch_size: int | None = None) -> dict:
         """Re-select the pseudo-inliers with the EMA teacher (eval mode) on the unaugmented unlabeled images (the
         official code uses a flip-only view). Returns the selection's diagnostics (hidden labels used for them
         only): ``inlier_rate`` (share of the unlabeled set selected), ``outlier_admit`` (share of the true outliers
@@ -242,6 +242,7 @@ class OpenMatch(Method):
         was_training = net.training
         net.eval()
         x = self._data["x_ulb"]
+        batch_size = batch_size or eval_batch_size(x.device)
         scores = []
         for i in range(0, len(x), batch_size):
             logits, ova, _ = net.forward_open(to_float(x[i: i + batch_size]))

@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import to_float
+from ..evaluation import eval_batch_size
 from .base import Method, MethodConfig, param
 
 #: target entries below this are set to exactly zero (official code: "numerical stability")
@@ -351,13 +352,14 @@ class PAWS(Method):
 
     # ---- what the notebook looks at
     @torch.no_grad()
-    def embeddings(self, model, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    def embeddings(self, model, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """L2-normalised embeddings z of unaugmented images ``x`` (eval mode; the mode is restored)."""
         was = (model.training, self.head.training)
         model.eval()
         self.head.eval()
         out = []
         dev = self.x_labeled.device
+        batch_size = batch_size or eval_batch_size(dev)
         for i in range(0, len(x), batch_size):
             z, _ = self.embed(model, to_float(x[i: i + batch_size].to(dev)))
             out.append(F.normalize(z.float(), dim=1).cpu())

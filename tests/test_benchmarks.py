@@ -1,0 +1,52 @@
+"""The step-cost benchmark (``benchmarks/step_cost.py``) counts and times what it says: the images that pass through
+the network in the *timed* steps, and the method's own passes on ready-made images. The timings themselves are
+``make bench``'s (benchmarks/RESULTS.md), not asserted here."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+step_cost = pytest.importorskip("step_cost")
+
+
+def test_step_cost_counts_the_images_of_the_timed_steps():
+    # FixMatch: B labeled weak views, mu*B weak and mu*B strong unlabeled views, all with gradient, nothing without
+    per_step, n_grad, n_nograd, r, (batch, ctx) = step_cost.step_time(
+        "fixmatch", "digits", dict(width=8, batch_size=4, labels_per_class=2, mu=2), steps=3)
+    assert (n_grad, n_nograd) == (4 + 2 * 2 * 4, 0) and per_step > 0
+    # Mean Teacher: the teacher's forward has no gradient
+    _, n_grad, n_nograd, _, _ = step_cost.step_time(
+        "mean_teacher", "digits", dict(width=8, batch_size=4, labels_per_class=2, mu=2), steps=3)
+    assert n_nograd > 0 and n_grad > 0
+
+
+def test_step_cost_counts_openmatch_fixmatch_term_once_it_starts():
+    # OpenMatch: 2B labeled + 2 mu B unlabeled views from the start; the FixMatch term on the pseudo-inliers (weak +
+    # strong views) only after the warm-up. Counted over the timed steps, with the term on from step 1 the count
+    # must exceed the first forward alone (a count taken before the warm-up ended missed it).
+    opts = dict(width=8, batch_size=4, labels_per_class=2, mu=2, fix_start=0.1, select_every=2)
+    _, n_grad, _, r, _ = step_cost.step_time("openmatch", "digits", opts, steps=10)
+    first_forward = 2 * 4 + 2 * 2 * 4
+    assert r.method_obj.selections > 0
+    assert n_grad > first_forward
+
+
+def test_own_passes_runs_the_method_step_on_ready_images(monkeypatch):
+    per_step, n_grad, _, r, (batch, ctx) = step_cost.step_time(
+        "swwae", "digits", dict(batch_size=4, labels_per_class=2), steps=3)
+    seen = []
+    orig = r.method_obj.step
+
+    def spy(model, b, c):
+        x = b.x_lb
+        seen.append((c.aug.weak(x) is x, c.aug.strong(x) is x, b is batch))
+        return orig(model, b, c)
+
+    monkeypatch.setattr(r.method_obj, "step", spy)
+    own = step_cost.own_passes(r, batch, ctx, repeats=2)
+    assert own > 0 and seen and all(all(s) for s in seen)
+    assert all(p.grad is None for p in r.model.parameters()), "own_passes leaves no gradient behind"
