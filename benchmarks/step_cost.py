@@ -124,16 +124,27 @@ def own_passes(result, batch, ctx, repeats=20):
     SGD, schedule, EMA or logging."""
     method, model = result.method_obj, result.model.train()
     ctx = dataclasses.replace(ctx, aug=_Ready(ctx.aug.kind, flip=False))
-    times = []
-    for i in range(repeats + 3):
-        t = time.perf_counter()
+
+    def once():
         with ctx.autocast():
             loss, _ = method.step(model, batch, ctx)
         model.zero_grad(set_to_none=True)
         loss.backward()
-        if i >= 3:
-            times.append(time.perf_counter() - t)
+
+    seconds = _median_seconds(once, repeats)
     model.zero_grad(set_to_none=True)
+    return seconds
+
+
+def _median_seconds(fn, repeats=20, warmup=3):
+    """Median wall seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
@@ -142,9 +153,8 @@ def bare_step(model, shape, n_grad, n_nograd, num_classes, repeats=20):
     x = torch.rand(max(n_grad, 1), *shape)
     xn = torch.rand(max(n_nograd, 1), *shape)
     y = torch.randint(0, num_classes, (max(n_grad, 1),))
-    times = []
-    for i in range(repeats + 3):
-        t = time.perf_counter()
+
+    def once():
         if n_nograd:
             with torch.no_grad():
                 model(xn)
@@ -152,9 +162,8 @@ def bare_step(model, shape, n_grad, n_nograd, num_classes, repeats=20):
         loss = F.cross_entropy(out[0].float(), y) + sum(o.float().mean() for o in out[1:] if o.requires_grad)
         model.zero_grad(set_to_none=True)
         loss.backward()
-        if i >= 3:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+
+    return _median_seconds(once, repeats)
 
 
 def wrap_lumps(m, method, inside=None, seconds=None):

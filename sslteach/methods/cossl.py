@@ -259,9 +259,8 @@ class CoSSL(Method):
         gradient. ``x`` ``[N, ...]`` already augmented; returns ``[N, D]`` float32."""
         enc = self.ema_encoder.module
         enc.eval()
-        n = eval_batch_size(x.device)  # in chunks: the whole pool at once would hold every activation map
-        return torch.cat([enc(x[i: i + n])[1].float() for i in range(0, len(x), n)]) if len(x) else \
-            enc(x)[1].float()
+        # in chunks: the whole pool at once would hold every image's activation maps
+        return torch.cat([enc(chunk)[1].float() for chunk in x.split(eval_batch_size(x.device))])
 
     def balanced_batch(self, n: int, aug):
         """A class-balanced labeled batch and a pool batch (labeled + unlabeled), both in the ``head_view`` view
