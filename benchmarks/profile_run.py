@@ -3,119 +3,79 @@
     python benchmarks/profile_run.py                       # FixMatch, the real_images preset (Fashion-MNIST)
     python benchmarks/profile_run.py mean_teacher --steps 500
 
-The real loop (:func:`sslteach.train`) runs with timers wrapped around its pieces: drawing the batch indices
-(``IndexSampler``), gathering and converting the images (``to_float``), the weak and strong views, the network's
-forward passes (every call of the top module, with or without gradient), the optimizer step, the EMA update and the
-evaluations during training. "backward and the rest" is the run's time minus all of these: the backward pass, the
-losses' arithmetic, ``zero_grad``, the schedule and the logging. The final evaluation on the whole test set is
-timed apart. Run it alone on an idle machine.
+The real loop (:meth:`sslteach.train.RunSpec.trainer`) runs as usual; every piece of it is a named phase
+(:mod:`sslteach.phases`), and the trainer's :class:`~sslteach.phases.PhaseTimer` adds up each phase's own seconds:
+drawing the batch indices, gathering and converting the images, the weak and strong views (a strong view's shift
+counts as a weak view), the trained network's forward passes (timed by a forward hook on the model that opens the
+phase "forward"; passes during evaluations are left to the evaluation), the rest of the method's step (its losses,
+a teacher's or a head's forward), backward, the optimizer step, the EMA update, the method's ``after_step``, the
+evaluations during training and the method's lumps (``ctx.lump``). "loop overhead" is the run's time minus all of
+these: the schedule, the logging and the callbacks. The final evaluation on the whole test set is timed apart. No
+name of the package is patched. Run it alone on an idle machine.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-import time
-from collections import defaultdict
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sslteach import augment, data, evaluation  # noqa: E402
+from sslteach import prepare_run  # noqa: E402
+from sslteach.phases import open_phases, phase  # noqa: E402
 from sslteach.presets import get_preset  # noqa: E402
 
-train_mod = importlib.import_module("sslteach.train")
+#: Table rows: (label, the phases that make it up).
+ROWS = (("indices", ("batch indices",)), ("images to float", ("batch images",)), ("weak views", ("weak views",)),
+        ("strong views", ("strong views",)), ("forward", ("forward",)),
+        ("losses and other networks", ("step",)), ("backward", ("backward",)),
+        ("optimizer step", ("optimizer step",)), ("EMA update", ("EMA update",)),
+        ("after step (teachers, banks)", ("after step",)), ("evaluations during training", ("evaluation",)))
+PHASES = tuple(r[0] for r in ROWS) + ("lumps", "loop overhead")
 
-PHASES = ("indices", "images to float", "weak views", "strong views", "forward", "optimizer step", "EMA update",
-          "evaluations during training", "backward and the rest")
 
+def _time_forwards(model):
+    """Forward hooks that open the phase "forward" around each forward of ``model`` outside evaluations."""
+    open_ = []
 
-def _timed(fn, bucket, totals, state):
-    def wrapper(*args, **kwargs):
-        if state["depth"]:  # nested inside another timed phase: counted there
-            return fn(*args, **kwargs)
-        state["depth"] += 1
-        t = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            totals[bucket] += time.perf_counter() - t
-            state["depth"] -= 1
-    return wrapper
+    def pre(module, args):
+        names = open_phases()
+        if "evaluation" in names or "final evaluation" in names:
+            open_.append(None)
+            return
+        cm = phase("forward")
+        cm.__enter__()
+        open_.append(cm)
+
+    def post(module, args, out):
+        cm = open_.pop()
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+    return model.register_forward_pre_hook(pre), model.register_forward_hook(post)
 
 
 def profile(method="fixmatch", preset="real_images", steps=None, seed=0) -> dict:
-    """Seconds per phase of one run (``PHASES``), plus ``"run"`` (the loop, final evaluation excluded),
-    ``"final evaluation"`` and ``"steps"``."""
-    p = get_preset(preset)
-    opts = p.run_options(method)
+    """Seconds per row of :data:`PHASES`, plus ``"run"`` (the loop, final evaluation excluded),
+    ``"final evaluation"``, ``"steps"`` and ``"accuracy"``."""
+    opts = get_preset(preset).run_options(method)
     if steps:
         opts["steps"] = steps
-    totals, state = defaultdict(float), {"depth": 0}
-    saved = []
-
-    def patch(obj, name, bucket):
-        orig = getattr(obj, name)
-        saved.append((obj, name, orig))
-        setattr(obj, name, _timed(orig, bucket, totals, state))
-
-    class TimedAugmenter(augment.Augmenter):
-        pass
-
-    patch(data.IndexSampler, "__next__", "indices")
-    patch(train_mod, "to_float", "images to float")
-    patch(TimedAugmenter, "weak", "weak views")
-    patch(TimedAugmenter, "strong", "strong views")
-    patch(torch.optim.SGD, "step", "optimizer step")
-    patch(evaluation.EMA, "update", "EMA update")
-    orig_for_dataset = augment.for_dataset
-    saved.append((augment, "for_dataset", orig_for_dataset))
-    augment.for_dataset = lambda ds, cutout=0.5: TimedAugmenter(ds.kind, flip=ds.flip, cutout=cutout)
-
-    def pre(module, args):
-        state.setdefault("t_fwd", []).append(time.perf_counter())
-
-    def post(module, args, out):
-        t0 = state["t_fwd"].pop()
-        if not state["depth"] and not state["eval"]:
-            totals["forward"] += time.perf_counter() - t0
-
-    orig_build = train_mod.build_model
-
-    def build_model(*args, **kwargs):  # the network the loop trains: time each of its forward passes
-        model = orig_build(*args, **kwargs)
-        model.register_forward_pre_hook(pre)
-        model.register_forward_hook(post)
-        return model
-
-    orig_predict = train_mod.predict_logits
-
-    def predict_logits(*args, **kwargs):  # evaluations are timed as a whole (the loop's eval_seconds)
-        state["eval"] = True
-        try:
-            return orig_predict(*args, **kwargs)
-        finally:
-            state["eval"] = False
-
-    state["eval"] = False
-    saved += [(train_mod, "build_model", orig_build), (train_mod, "predict_logits", orig_predict)]
-    train_mod.build_model, train_mod.predict_logits = build_model, predict_logits
-
-    result = None
+    trainer = prepare_run(method, seed=seed, progress=False, cache=False, **opts).trainer()
+    trainer.setup()
+    hooks = _time_forwards(trainer.model)
     try:
-        result = train_mod.train(method, seed=seed, progress=False, cache=False, **opts)
+        result = trainer.fit()
     finally:
-        for obj, name, orig in reversed(saved):
-            setattr(obj, name, orig)
-    rec = result.history.records
-    run = rec[-1]["time"]  # the loop up to the final evaluation
-    totals["evaluations during training"] = result.extra["eval_seconds"]
-    out = {k: totals[k] for k in PHASES if k != "backward and the rest"}
-    out["backward and the rest"] = run - sum(out.values())
-    out.update({"run": run, "final evaluation": result.wall_seconds - run, "steps": result.steps_done,
+        for h in hooks:
+            h.remove()
+    sec = trainer.timer.seconds
+    run = result.history.records[-1]["time"]  # the loop up to the final evaluation
+    out = {label: sum(sec.get(p, 0.0) for p in names) for label, names in ROWS}
+    out["lumps"] = trainer.timer.total("lump.")
+    out["loop overhead"] = run - sum(out.values())
+    out.update({"run": run, "final evaluation": sec.get("final evaluation", 0.0), "steps": result.steps_done,
                 "accuracy": result.test_accuracy})
     return out
 

@@ -13,7 +13,7 @@ steps, with and without gradient. Two references for that step:
   including a method's extra networks (a decoder, a projection head, a second classifier) and gradients taken
   inside its loss — so SWWAE (a decoder as large as the encoder) and the inversion (a double backward) are far
   above 1 by design;
-* **own passes**: the method's ``step`` on the run's last batch with views that are the images themselves, and its
+* **own passes**: the method's ``step`` on a batch of the run with views that are the images themselves, and its
   backward — every pass the method makes, decoder and double backward included, without sampling, augmentation,
   SGD, EMA or logging. ``step / own`` is the loop's overhead around the method's own computation.
 
@@ -35,8 +35,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sslteach import METHODS, load_dataset, train  # noqa: E402
+from sslteach import METHODS, load_dataset, prepare_run  # noqa: E402
 from sslteach.augment import Augmenter  # noqa: E402
+from sslteach.phases import open_phases  # noqa: E402
 
 
 def _tensors(out):
@@ -49,15 +50,6 @@ def _tensors(out):
     return []
 
 
-#: Methods whose cost partly comes in lumps rather than per step, and the method functions that do the lumps:
-#: Noisy Student relabels the whole unlabeled set with its teacher and evaluates on the test set at every round
-#: switch, CoSSL computes features of every labeled and unlabeled image when co-learning starts (on Fashion-MNIST,
-#: 60 000 images each), OpenMatch re-selects its pseudo-inliers over the unlabeled set every ``select_every`` steps.
-#: Their step is timed and counted without the lumps (the lumps' total is printed).
-LUMPS = {"noisy_student": ("_finish_round", "_next_round"), "cossl": ("begin_co_learning",),
-         "openmatch": ("select",)}
-
-
 class _Ready(Augmenter):
     """Views that are the images themselves: a method's step on ready-made images, without augmentation."""
 
@@ -68,57 +60,55 @@ class _Ready(Augmenter):
         return x
 
 
-def step_time(method, dataset, options, steps):
-    """One timed run of ``steps`` steps (no evaluation until the end). Returns ``(seconds per step without the
-    lumps of LUMPS, images forwarded with gradient per step, without gradient per step, the run, the last step's
-    (batch, ctx))``. The images are counted by a forward hook on the network's first layer, inside the method's
-    ``step`` only, over the same steps that are timed (a method whose passes change during the run, such as
-    OpenMatch's FixMatch term after its warm-up, is counted as it is timed)."""
-    lumped, calls, inside, last = [0.0], [], [False], {}
-    first_key = []
+class _ImageCounter:
+    """A forward hook on every module that counts the images entering the network's input layer (the first layer
+    with weights that runs inside a step), with and without gradient — inside the phase ``step`` of the loop and
+    outside its lumps (:meth:`~sslteach.loop.Context.lump`: Noisy Student's relabelling, CoSSL's feature pass,
+    OpenMatch's re-selection), so the count covers exactly the steps that are timed."""
 
-    def hook(module, inputs, output):
-        if not inside[0] or not inputs or not isinstance(inputs[0], torch.Tensor):
+    def __init__(self):
+        self.calls: list[tuple[int, bool]] = []
+        self.first_key = None
+
+    def __call__(self, module, inputs, output):
+        names = open_phases()
+        if "step" not in names or any(n.startswith("lump.") for n in names):
+            return
+        if not inputs or not isinstance(inputs[0], torch.Tensor):
             return
         if not list(module.children()) and getattr(module, "weight", None) is not None:
             key = (type(module), tuple(module.weight.shape))
-            if not first_key:  # the first layer with weights that runs inside a step: the network's input layer
-                first_key.append(key)
-            if key == first_key[0]:
-                calls.append((inputs[0].shape[0], torch.is_grad_enabled()))
+            if self.first_key is None:
+                self.first_key = key
+            if key == self.first_key:
+                self.calls.append((inputs[0].shape[0], torch.is_grad_enabled()))
 
-    def wrap(trainer):
-        m = trainer.method
-        orig = m.step
 
-        def step(model, batch, ctx):
-            inside[0] = True
-            try:
-                return orig(model, batch, ctx)
-            finally:
-                inside[0] = False
-                last["batch"], last["ctx"] = batch, ctx
-
-        m.step = step
-        wrap_lumps(m, method, inside, seconds=lumped)
-
-    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+def step_time(method, dataset, options, steps):
+    """One timed run of ``steps`` steps (no evaluation until the end), through the real loop
+    (:meth:`sslteach.train.RunSpec.trainer`). Returns ``(seconds per step without the method's lumps, images
+    forwarded with gradient per step, without gradient per step, the result, a (batch, ctx) of the run)``."""
+    spec = prepare_run(method, dataset, steps=steps, eval_every=10**6, eval_size=1, progress=False, cache=False,
+                       **options)
+    trainer = spec.trainer()
+    counter = _ImageCounter()
+    handle = torch.nn.modules.module.register_module_forward_hook(counter)
     try:
-        r = train(method, dataset, steps=steps, eval_every=10**6, eval_size=1, progress=False, cache=False,
-                  trainer_hook=wrap, **options)
+        r = trainer.fit()
     finally:
         handle.remove()
-    if method in LUMPS:
-        print(f"  {method}: {lumped[0]:.1f} s of lumps ({', '.join(LUMPS[method])}) in {steps} steps, left out",
+    lumps = r.extra.get("lump_seconds", {})
+    if lumps:
+        print(f"  {method}: {sum(lumps.values()):.1f} s of lumps ({', '.join(lumps)}) in {steps} steps, left out",
               flush=True)
-    grad = sum(n for n, g in calls if g) / steps
-    nograd = sum(n for n, g in calls if not g) / steps
-    per_step = (r.history.records[-1]["time"] - lumped[0]) / steps
-    return per_step, int(round(grad)), int(round(nograd)), r, (last["batch"], last["ctx"])
+    grad = sum(n for n, g in counter.calls if g) / steps
+    nograd = sum(n for n, g in counter.calls if not g) / steps
+    per_step = (r.history.records[-1]["time"] - sum(lumps.values())) / steps
+    return per_step, int(round(grad)), int(round(nograd)), r, (trainer.next_batch(), trainer.ctx)
 
 
 def own_passes(result, batch, ctx, repeats=20):
-    """Seconds of the method's own passes on ready-made images: its ``step`` on the last batch of the run with
+    """Seconds of the method's own passes on ready-made images: its ``step`` on a batch of the run with
     views that are the images themselves, then the backward — every forward it makes (student, teacher, heads,
     decoder, a gradient taken inside the loss) and the backward through them, without sampling, augmentation,
     SGD, schedule, EMA or logging."""
@@ -164,28 +154,6 @@ def bare_step(model, shape, n_grad, n_nograd, num_classes, repeats=20):
         loss.backward()
 
     return _median_seconds(once, repeats)
-
-
-def wrap_lumps(m, method, inside=None, seconds=None):
-    """Wrap the lump functions of ``m`` (see :data:`LUMPS`): their forwards are not counted (``inside`` off) and
-    their time is added to ``seconds[0]``."""
-    for fname in LUMPS.get(method, ()):
-        orig = getattr(m, fname)
-
-        def lump(*args, _orig=orig, **kwargs):
-            was = inside[0] if inside is not None else None
-            if inside is not None:
-                inside[0] = False
-            t = time.perf_counter()
-            try:
-                return _orig(*args, **kwargs)
-            finally:
-                if seconds is not None:
-                    seconds[0] += time.perf_counter() - t
-                if inside is not None:
-                    inside[0] = was
-
-        setattr(m, fname, lump)
 
 
 def main(argv=None):

@@ -34,20 +34,22 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 CELL_TIMEOUT = 1800       # seconds per cell at default settings (the longest optional cells train for minutes)
 CELL_TIMEOUT_QUICK = 300
 
-#: The paper(s) of each notebook, for the map on the landing page.
-PAPERS = {
-    "00_start_here": "—",
-    "01_pseudo_label": "Lee 2013 (Pseudo-Label); Xie et al. 2020 (Noisy Student)",
-    "02_mean_teacher": "Laine & Aila 2017 (Π-model, temporal ensembling); Tarvainen & Valpola 2017 (Mean Teacher)",
-    "03_fixmatch": "Sohn et al. 2020 (FixMatch)",
-    "04_feature_consistency": "Fan et al. 2021 (CR-Match); Zheng et al. 2022 (SimMatch)",
-    "05_paws": "Assran et al. 2021 (PAWS)",
-    "06_swwae": "Zhao et al. 2016 (stacked what-where auto-encoders)",
-    "07_multiscale_inversion": "Balestriero et al. 2017, 2018 (deep network inversion)",
-    "08_cossl": "Fan et al. 2022 (CoSSL)",
-    "09_openmatch": "Saito et al. 2021 (OpenMatch)",
-    "10_compare": "every method of the collection",
-}
+#: The notebooks that teach no method of their own (the others take their papers from the method classes).
+OTHER_NOTEBOOKS = {"00_start_here": "—", "10_compare": "every method of the collection"}
+
+
+def papers() -> dict[str, str]:
+    """The paper(s) of each notebook, for the map on the landing page: the ``paper`` of every registered method,
+    grouped by its ``notebook`` (a new method's notebook needs no line here)."""
+    from sslteach.methods import METHODS
+
+    out: dict[str, list[str]] = {}
+    for cls in METHODS.values():
+        if cls.notebook and cls.paper:
+            out.setdefault(cls.notebook, [])
+            if cls.paper not in out[cls.notebook]:
+                out[cls.notebook].append(cls.paper)
+    return {**OTHER_NOTEBOOKS, **{nb: "; ".join(p) for nb, p in out.items()}}
 
 
 def all_notebooks() -> list[str]:
@@ -65,15 +67,14 @@ def execute(names: list[str], out: Path, quick: bool) -> dict[str, float]:
     """Run each notebook with papermill into ``out``; returns the seconds each took."""
     import papermill as pm
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    import kernels  # the project's own interpreter as the `python3` kernel
+    from sslteach.execute import private_kernelspec  # the project's own interpreter as the `python3` kernel
 
     work = out.parent / "work"
     work.mkdir(parents=True, exist_ok=True)
     results = out.parent / "results"
     results.mkdir(exist_ok=True)
     seconds = {}
-    with kernels.private_kernelspec(out.parent / "jupyter-data"):
+    with private_kernelspec(out.parent / "jupyter-data"):
         for name in names:
             t0 = time.perf_counter()
             print(f"executing {name} ({'quick' if quick else 'default settings'}) ...", flush=True)
@@ -149,10 +150,11 @@ def title_of(path: Path) -> str:
 
 def notebook_map(names: list[str], src: Path, seconds: dict[str, float], mode: str) -> str:
     rows = ["| notebook | paper(s) | executed for this build |", "|---|---|---|"]
+    by_notebook = papers()
     for name in names:
         secs = f"{seconds[name]:.0f} s ({mode})" if name in seconds else mode
         rows.append(f"| [{title_of(src / 'notebooks' / f'{name}.ipynb')}](notebooks/{name}.ipynb) | "
-                    f"{PAPERS.get(name, '—')} | {secs} |")
+                    f"{by_notebook.get(name, '—')} | {secs} |")
     return "\n".join(rows) + "\n"
 
 

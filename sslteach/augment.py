@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .phases import phase
+
 GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 COLOR_OPS = ("identity", "autocontrast", "brightness", "contrast", "sharpness", "solarize", "posterize", "color")
 STRONG_OPS = GEOMETRIC_OPS + COLOR_OPS
@@ -63,79 +65,84 @@ def _gray(x):
 def randaugment(x: torch.Tensor, n_ops: int = 2, cutout: float = 0.5, ops=STRONG_OPS) -> torch.Tensor:
     """RandAugment on a batch ``x`` of images in [0, 1], ``[B, C, H, W]``: ``n_ops`` distinct random operations per
     image with random magnitudes, then Cutout of a ``cutout * H`` square (gray) at a random place."""
-    b, c, h, w = x.shape
-    dev = x.device
+    b, c = x.shape[:2]
     ops = [o for o in ops if o != "color" or c == 3]
     if n_ops > 0:
-        choice = torch.rand(b, len(ops), device=dev).argsort(dim=1)[:, :n_ops]
-        chosen = torch.zeros(b, len(ops), dtype=torch.bool, device=dev)
+        choice = torch.rand(b, len(ops), device=x.device).argsort(dim=1)[:, :n_ops]
+        chosen = torch.zeros(b, len(ops), dtype=torch.bool, device=x.device)
         chosen.scatter_(1, choice, True)
         on = {op: chosen[:, i] for i, op in enumerate(ops)}
-        # --- geometric operations: one affine matrix per image (identity where the op was not drawn)
-        mat = torch.eye(3, device=dev).repeat(b, 1, 1)
-        zero = torch.zeros(b, device=dev)
-
-        def compose(m):
-            nonlocal mat
-            mat = mat @ m
-
-        def affine(a, bb, tx, cc, d, ty):
-            m = torch.eye(3, device=dev).repeat(b, 1, 1)
-            m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = a, bb, tx
-            m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = cc, d, ty
-            return m
-
-        one = torch.ones(b, device=dev)
-        if "rotate" in on:
-            t = torch.where(on["rotate"], _signed(b, math.radians(30), dev), zero)
-            compose(affine(t.cos(), -t.sin(), zero, t.sin(), t.cos(), zero))
-        if "shear_x" in on:
-            compose(affine(one, torch.where(on["shear_x"], _signed(b, 0.3, dev), zero), zero, zero, one, zero))
-        if "shear_y" in on:
-            compose(affine(one, zero, zero, torch.where(on["shear_y"], _signed(b, 0.3, dev), zero), one, zero))
-        if "translate_x" in on:  # up to 30% of the side; normalized coordinates span 2
-            compose(affine(one, zero, torch.where(on["translate_x"], _signed(b, 0.6, dev), zero), zero, one, zero))
-        if "translate_y" in on:
-            compose(affine(one, zero, zero, zero, one, torch.where(on["translate_y"], _signed(b, 0.6, dev), zero)))
-        warped = on_any = None
-        geo = [on[o] for o in GEOMETRIC_OPS if o in on]
-        if geo:
-            on_any = torch.stack(geo, 1).any(1)
-            grid = F.affine_grid(mat[:, :2], list(x.shape), align_corners=False)
-            warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            x = torch.where(on_any.view(-1, 1, 1, 1), warped, x)
-
-        # --- colour operations, elementwise, each applied where drawn
-        def apply(op, fn):
-            nonlocal x
-            if op in on and on[op].any():
-                x = torch.where(on[op].view(-1, 1, 1, 1), fn(x), x)
-
-        def autocontrast(v):
-            lo = v.amin(dim=(2, 3), keepdim=True)
-            hi = v.amax(dim=(2, 3), keepdim=True)
-            return ((v - lo) / (hi - lo).clamp_min(1e-3)).clamp(0, 1)
-
-        def sharpen(v):
-            k = torch.tensor([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=v.dtype, device=dev) / 13
-            blurred = F.conv2d(F.pad(v, (1, 1, 1, 1), mode="replicate"), k.expand(c, 1, 3, 3), groups=c)
-            return _blend(v, blurred, _uniform(b, 0.05, 1.95, dev))
-
-        def posterize(v):
-            bits = torch.randint(4, 9, (b, 1, 1, 1), device=dev).float()
-            levels = 2 ** bits
-            return torch.floor(v * 255 / (256 / levels)) * (256 / levels) / 255
-
-        apply("autocontrast", autocontrast)
-        apply("brightness", lambda v: _blend(v, torch.zeros_like(v), _uniform(b, 0.05, 1.95, dev)))
-        apply("contrast", lambda v: _blend(v, _gray(v).mean(dim=(1, 2, 3), keepdim=True).expand_as(v),
-                                           _uniform(b, 0.05, 1.95, dev)))
-        apply("sharpness", sharpen)
-        apply("solarize", lambda v: torch.where(v >= _uniform(b, 0, 1, dev).view(-1, 1, 1, 1), 1 - v, v))
-        apply("posterize", posterize)
-        apply("color", lambda v: _blend(v, _gray(v).expand_as(v), _uniform(b, 0.05, 1.95, dev)))
+        x = _colour_ops(_geometric_ops(x, on), on)
     if cutout > 0:
         x = cutout_(x, cutout)
+    return x
+
+
+def _affine(b, dev, a, bb, tx, cc, d, ty) -> torch.Tensor:
+    """``[B, 3, 3]`` affine matrices from their six entries (each a ``[B]`` tensor)."""
+    m = torch.eye(3, device=dev).repeat(b, 1, 1)
+    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = a, bb, tx
+    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = cc, d, ty
+    return m
+
+
+def _geometric_ops(x: torch.Tensor, on: dict) -> torch.Tensor:
+    """The geometric operations drawn for each image (``on[op]``: ``[B]`` bool) as one affine warp per image
+    (identity where none was drawn)."""
+    b, dev = x.shape[0], x.device
+    mat = torch.eye(3, device=dev).repeat(b, 1, 1)
+    zero, one = torch.zeros(b, device=dev), torch.ones(b, device=dev)
+    if "rotate" in on:
+        t = torch.where(on["rotate"], _signed(b, math.radians(30), dev), zero)
+        mat = mat @ _affine(b, dev, t.cos(), -t.sin(), zero, t.sin(), t.cos(), zero)
+    if "shear_x" in on:
+        mat = mat @ _affine(b, dev, one, torch.where(on["shear_x"], _signed(b, 0.3, dev), zero), zero, zero, one, zero)
+    if "shear_y" in on:
+        mat = mat @ _affine(b, dev, one, zero, zero, torch.where(on["shear_y"], _signed(b, 0.3, dev), zero), one, zero)
+    if "translate_x" in on:  # up to 30% of the side; normalized coordinates span 2
+        mat = mat @ _affine(b, dev, one, zero, torch.where(on["translate_x"], _signed(b, 0.6, dev), zero), zero, one,
+                            zero)
+    if "translate_y" in on:
+        mat = mat @ _affine(b, dev, one, zero, zero, zero, one,
+                            torch.where(on["translate_y"], _signed(b, 0.6, dev), zero))
+    geo = [on[o] for o in GEOMETRIC_OPS if o in on]
+    if not geo:
+        return x
+    on_any = torch.stack(geo, 1).any(1)
+    grid = F.affine_grid(mat[:, :2], list(x.shape), align_corners=False)
+    warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return torch.where(on_any.view(-1, 1, 1, 1), warped, x)
+
+
+def _colour_ops(x: torch.Tensor, on: dict) -> torch.Tensor:
+    """The colour operations drawn for each image, elementwise, each applied where drawn (in a fixed order)."""
+    b, c, dev = x.shape[0], x.shape[1], x.device
+
+    def autocontrast(v):
+        lo = v.amin(dim=(2, 3), keepdim=True)
+        hi = v.amax(dim=(2, 3), keepdim=True)
+        return ((v - lo) / (hi - lo).clamp_min(1e-3)).clamp(0, 1)
+
+    def sharpen(v):
+        k = torch.tensor([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=v.dtype, device=dev) / 13
+        blurred = F.conv2d(F.pad(v, (1, 1, 1, 1), mode="replicate"), k.expand(c, 1, 3, 3), groups=c)
+        return _blend(v, blurred, _uniform(b, 0.05, 1.95, dev))
+
+    def posterize(v):
+        levels = 2 ** torch.randint(4, 9, (b, 1, 1, 1), device=dev).float()
+        return torch.floor(v * 255 / (256 / levels)) * (256 / levels) / 255
+
+    colour = (("autocontrast", autocontrast),
+              ("brightness", lambda v: _blend(v, torch.zeros_like(v), _uniform(b, 0.05, 1.95, dev))),
+              ("contrast", lambda v: _blend(v, _gray(v).mean(dim=(1, 2, 3), keepdim=True).expand_as(v),
+                                            _uniform(b, 0.05, 1.95, dev))),
+              ("sharpness", sharpen),
+              ("solarize", lambda v: torch.where(v >= _uniform(b, 0, 1, dev).view(-1, 1, 1, 1), 1 - v, v)),
+              ("posterize", posterize),
+              ("color", lambda v: _blend(v, _gray(v).expand_as(v), _uniform(b, 0.05, 1.95, dev))))
+    for op, fn in colour:
+        if op in on and on[op].any():
+            x = torch.where(on[op].view(-1, 1, 1, 1), fn(x), x)
     return x
 
 
@@ -164,14 +171,18 @@ class Augmenter:
         self.weak_sigma, self.strong_sigma = weak_sigma, strong_sigma
 
     def weak(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "points":
-            return x + self.weak_sigma * torch.randn_like(x)
-        return translate(x, self.translate_frac, self.flip)
+        with phase("weak views"):
+            if self.kind == "points":
+                return x + self.weak_sigma * torch.randn_like(x)
+            return translate(x, self.translate_frac, self.flip)
 
     def strong(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "points":
-            return x + self.strong_sigma * torch.randn_like(x)
-        return randaugment(self.weak(x), self.n_ops, self.cutout)
+        """RandAugment + Cutout on top of the weak view (the phase "strong views" leaves that shift to the phase
+        "weak views")."""
+        with phase("strong views"):
+            if self.kind == "points":
+                return x + self.strong_sigma * torch.randn_like(x)
+            return randaugment(self.weak(x), self.n_ops, self.cutout)
 
     def none(self, x: torch.Tensor) -> torch.Tensor:
         return x

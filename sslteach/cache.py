@@ -22,10 +22,18 @@ import json
 import math
 import os
 import tempfile
+import time
 import warnings
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
+
+from . import augment
+from .data import split_settings
+from .evaluation import EMA
+from .loop import Context, History, TrainResult, jsonable, build_model
+from .utils import get_device
 
 FORMAT = 1
 _OFF = ("0", "off", "false", "no", "none")
@@ -42,16 +50,22 @@ def default_dir() -> Path | None:
     return Path.home() / ".cache" / "sslteach" / "runs"
 
 
-#: Modules that draw, explain or drive runs but do not change what a run computes: editing them (a figure, a
-#: widget, the comparison notebook's tables) keeps the cache valid. Everything else in the package is hashed.
-NOT_TRAINING_CODE = frozenset({"widgets.py", "viz.py", "diagrams.py", "compare.py", "notebook.py", "exercises.py",
-                               "cli.py", "__main__.py", "presets.py"})
+#: Files and folders (ending in ``/``) of the package that draw, explain or drive runs but do not change what a run
+#: computes: editing them (a figure, a widget, the comparison notebook's tables) keeps the cache valid. It is a
+#: deny-list: everything else in the package — a new file too — is hashed, so a file missing here can only cause a
+#: needless retrain, never a wrong cache hit.
+NOT_TRAINING_CODE = ("widgets/", "compare/", "viz.py", "diagrams.py", "notebook.py", "exercises.py", "cli.py",
+                     "__main__.py", "presets.py", "execute.py", "claims/")
+
+
+def _is_training_code(relative: str) -> bool:
+    return not any(relative == d or (d.endswith("/") and relative.startswith(d)) for d in NOT_TRAINING_CODE)
 
 
 def training_code_files(root: Path | None = None) -> list[Path]:
     """The package files whose source is part of every cache key (sorted)."""
     root = root or Path(__file__).resolve().parent
-    return [p for p in sorted(root.rglob("*.py")) if p.relative_to(root).as_posix() not in NOT_TRAINING_CODE]
+    return [p for p in sorted(root.rglob("*.py")) if _is_training_code(p.relative_to(root).as_posix())]
 
 
 def code_digest() -> str:
@@ -146,20 +160,13 @@ class RunCache:
 
     @contextlib.contextmanager
     def lock(self, key: str):
-        """An exclusive lock on one key (a file lock, so it holds across processes): whoever holds it trains, the
-        others wait and then find the stored run. A no-op where file locks are not available."""
+        """An exclusive lock on one key (a file lock, so it holds across processes, on every operating system):
+        whoever holds it trains, the others wait and then find the stored run."""
+        from filelock import FileLock
+
         self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
+        with FileLock(str(self.root / f"{key}.lock")):
             yield
-            return
-        with open(self.root / f"{key}.lock", "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------------------------------------ writing
     def store(self, key: str, record: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -215,3 +222,102 @@ class RunCache:
                         p.unlink()
                         n += p.suffix == ".json"
         return n
+
+
+# ================================================================================================ runs <-> entries
+def store_for(cache) -> RunCache | None:
+    """The run cache a ``cache=`` argument asks for: ``None``/``True`` the default folder (``None`` when
+    ``SSLTEACH_CACHE`` turns it off; ``True`` then raises), ``False`` none, a path that folder."""
+    if cache is False:
+        return None
+    if cache is None or cache is True:
+        root = default_dir()
+        if root is None:
+            if cache is True:
+                raise ValueError("cache=True but SSLTEACH_CACHE turns the run cache off; unset it or pass a folder")
+            return None
+        return RunCache(root)
+    if isinstance(cache, RunCache):
+        return cache
+    return RunCache(cache)
+
+
+def run_spec(method, config, split) -> dict:
+    """Everything that decides a run's result: the JSON behind its key (see the module docstring)."""
+    tc = asdict(config)
+    for k in ("progress", "device"):
+        tc.pop(k)
+    return {"format": FORMAT, "method": f"{type(method).__module__}.{type(method).__qualname__}",
+            "method_name": method.name, "method_config": method.config_dict(), "train_config": tc,
+            "device": get_device(config.device).type, "dataset": split.dataset.name,
+            "split": dict(split_settings(split)), "split_data": split_digest(split),
+            "code": code_digest(), "torch": torch.__version__}
+
+
+def store_result(store: RunCache, key: str, result, split) -> None:
+    """Store a finished :class:`~sslteach.loop.TrainResult`: its JSON, the model, the EMA model and the method's
+    :attr:`~sslteach.methods.base.Method.state` (not the split's own tensors). A full disk or a read-only home
+    gives a warning: the run that was just trained is still returned."""
+    data = [split.x_lb, split.y_lb, split.x_ulb, split.y_ulb, split.x_test, split.y_test,
+            *(v for v in split.info.values() if isinstance(v, torch.Tensor))]
+    tensors = {f"model.{k}": v for k, v in result.model.state_dict().items()}
+    if result.ema_model is not None:
+        tensors.update({f"ema.{k}": v for k, v in result.ema_model.state_dict().items()})
+    if result.method_obj is not None:
+        tensors.update({f"method.{k}": v for k, v in result.method_obj.state_tensors(skip=data).items()})
+    try:
+        store.store(key, json.loads(json.dumps(result.to_dict(), default=jsonable)), tensors)
+    except OSError as e:
+        warnings.warn(f"sslteach run cache: could not store the run in {store.root} ({e})", stacklevel=3)
+
+
+def load_result(store: RunCache, key: str, method, config, split, callbacks: dict | None = None):
+    """The stored run of ``key`` rebuilt as a :class:`~sslteach.loop.TrainResult` (``from_cache`` set, the model,
+    EMA model and method state restored), or ``None``: no entry, or one that does not fit this code (reported and
+    retrained, never trusted). ``callbacks["on_eval"]`` gets the stored records, so a panel draws the curve."""
+    t0 = time.perf_counter()
+    loaded = store.load(key)
+    if loaded is None:
+        return None
+    rec, tensors = loaded
+    try:
+        result = _rebuild(rec, tensors, method, config, split)
+    except Exception as e:  # noqa: BLE001 - an entry that does not fit this code is retrained, not trusted
+        warnings.warn(f"sslteach run cache: entry {key} could not be restored ({type(e).__name__}: "
+                      f"{str(e)[:150]}); training instead", stacklevel=3)
+        return None
+    result.extra["cache_load_seconds"] = time.perf_counter() - t0
+    on_eval = (callbacks or {}).get("on_eval")
+    if on_eval is not None:  # a panel draws a cached run's curve as if it had just trained it
+        for r in result.history.records:
+            on_eval(None, r)
+    on_end = (callbacks or {}).get("on_train_end")
+    if on_end is not None and result.history.records:
+        on_end(None, result.history.records[-1])
+    return result
+
+
+def _rebuild(rec: dict, tensors: dict, method, config, split):
+    device = get_device(config.device)
+    ds = split.dataset
+    model = build_model(method, config, ds.input_shape, split.num_classes)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.to(device).train()
+    ema_model = None
+    ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    if ema_state:
+        ema = EMA(model, config.ema_decay or 0.99)
+        ema.module.load_state_dict(ema_state)
+        ema_model = ema.module
+    ctx = Context(augment.for_dataset(ds, cutout=config.cutout), config.steps, config.steps, device,
+                  split.num_classes, len(split.y_ulb))
+    method.setup(model, split.to(device), ctx)
+    method.load_state_tensors({k[7:]: v for k, v in tensors.items() if k.startswith("method.")})
+    history = History()
+    for r in rec["history"]:
+        history.append(r)
+    names = {f.name for f in fields(TrainResult)} - {"history", "model", "ema_model", "method_obj", "from_cache"}
+    result = TrainResult(**{k: rec[k] for k in names if k in rec}, history=history, model=model,
+                         ema_model=ema_model, method_obj=method, from_cache=True)
+    result.device = device.type
+    return result

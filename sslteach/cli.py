@@ -1,21 +1,25 @@
 """Command line: ``python -m sslteach list`` and ``python -m sslteach train METHOD [options]``.
 
-Every :class:`~sslteach.train.TrainConfig` field and every field of the method's configuration becomes a flag
-(``lambda_u`` -> ``--lambda-u``), with the help text and range taken from the field's metadata.
+Every :class:`~sslteach.train.TrainConfig` field, every split setting (:class:`~sslteach.data.SplitConfig`) and
+every field of METHOD's configuration becomes a flag (``lambda_u`` -> ``--lambda-u``), with the help text and range
+taken from the field's metadata. ``train METHOD --help`` lists the loop, split and data options and METHOD's own
+options only.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from dataclasses import MISSING, fields
-
 from pathlib import Path
 
-from .data import DATASETS, OFFLINE_DATASETS, SPLIT_KINDS
+from .data import DATASETS, OFFLINE_DATASETS, SPLIT_KINDS, SplitConfig
 from .methods import METHODS
 from .train import TrainConfig, resolve_options, train
 
 TRAIN_HELP = {f.name: f for f in fields(TrainConfig)}
+SPLIT_FIELDS = {f.name: f for f in fields(SplitConfig) if f.name not in ("kind", "labels_per_class")}
+#: Flags without a value (everything else takes exactly one).
+_SWITCHES = ("--no-cache", "--no-progress", "-h", "--help")
 
 
 def _bool(s: str) -> bool:
@@ -36,34 +40,34 @@ def _classes(s: str):
     return parts[0] if "," not in s else parts
 
 
-def _add_field(parser, f, dest_prefix=""):
-    flag = "--" + f.name.replace("_", "-")
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_field(parser, f):
     m = f.metadata or {}
     default = f.default if f.default is not MISSING else None
-    kind = type(default)
-    helptext = m.get("help", "")
+    kind = m.get("type") or type(default)
     rng = ""
     if m.get("low") is not None or m.get("high") is not None:
-        rng = f" [{m.get('low', '')}, {m.get('high', '')}]"
+        rng = f" [{m.get('low', '')}, {m.get('high') if m.get('high') is not None else 'inf'}]"
     paper = f" (paper: {m['paper']})" if m.get("paper") is not None else ""
-    kw = {"dest": dest_prefix + f.name, "default": None, "help": f"{helptext}{rng}{paper} (default: {default})"}
+    kw = {"dest": f.name, "default": None, "help": f"{m.get('help', '')}{rng}{paper} (default: {default})"}
     if kind is bool:
-        kw["type"] = _bool
-        kw["metavar"] = "BOOL"
+        kw.update(type=_bool, metavar="BOOL")
+    elif kind == "classes":
+        kw["type"] = _classes
     elif kind in (int, float, str):
         kw["type"] = kind
     if m.get("choices"):
         kw["choices"] = m["choices"]
-    parser.add_argument(flag, **kw)
+    parser.add_argument(_flag(f.name), **kw)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sslteach", description="sslteach: semi-supervised learning, "
-                                "one paper at a time.")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the methods and datasets")
+def _add_train_parser(sub, method: str | None):
+    where = f"{method}'s own options at the end" if method else "then `train METHOD --help` for METHOD's own options"
     tp = sub.add_parser("train", help="train one method and print a one-line result",
-                        description="Train METHOD; every option below has a sensible default.")
+                        description=f"Train METHOD; every option below has a sensible default ({where}).")
     tp.add_argument("method", help=f"one of: {', '.join(METHODS)}")
     tp.add_argument("--dataset", default="digits", help=f"one of: {', '.join(DATASETS)} (default: digits)")
     tp.add_argument("--labels-per-class", type=int, default=2, dest="labels_per_class",
@@ -77,16 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="balanced: --labels-per-class of every class; long_tailed: class sizes decay with "
                          "--imbalance-ratio (CoSSL); open_set: unlabeled data also holds unknown classes (OpenMatch) "
                          "(default: balanced)")
-    sp.add_argument("--imbalance-ratio", type=float, default=None, dest="imbalance_ratio",
-                    help="long_tailed: gamma = N_max / N_min, labeled and unlabeled [1, inf) (default: 50)")
-    sp.add_argument("--n-max", type=int, default=None, dest="n_max",
-                    help="long_tailed: labeled images of the largest class (default: per dataset, digits 50)")
-    sp.add_argument("--m-max", type=int, default=None, dest="m_max",
-                    help="long_tailed: unlabeled images of the largest class (default: per dataset, digits 80)")
-    sp.add_argument("--unlabeled-imbalance-ratio", type=float, default=None, dest="unlabeled_imbalance_ratio",
-                    help="long_tailed: gamma of the unlabeled set (default: --imbalance-ratio)")
-    sp.add_argument("--known-classes", type=_classes, default=None, dest="known_classes",
-                    help="open_set: K (classes 0..K-1 are known) or a comma-separated list of classes (default: 6)")
+    for f in SPLIT_FIELDS.values():
+        _add_field(sp, f)
     for name in ("steps", "seed", "device"):
         _add_field(tp, TRAIN_HELP[name])
     g = tp.add_argument_group("training loop")
@@ -94,66 +90,77 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name not in ("steps", "seed", "device", "progress"):
             _add_field(g, f)
     tp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    owners: dict[str, list[str]] = {}
-    for name, cls in METHODS.items():
-        for f in fields(cls.Config):
-            owners.setdefault(f.name, []).append(name)
-    seen = set(TRAIN_HELP)
-    for name, cls in METHODS.items():
-        mfields = [f for f in fields(cls.Config) if f.name not in seen]
+    if method in METHODS:
+        mfields = [f for f in fields(METHODS[method].Config) if f.name not in TRAIN_HELP]
         if mfields:
-            grp = tp.add_argument_group(f"{name} options")
+            grp = tp.add_argument_group(f"{method} options")
             for f in mfields:
-                if len(owners[f.name]) > 1:  # shared flag: each method keeps its own default
-                    others = ", ".join(m for m in owners[f.name] if m != name)
-                    grp.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                                     type=_bool if isinstance(f.default, bool) else type(f.default),
-                                     help=f"{f.metadata.get('help', '')} (also for {others}; default: the "
-                                          f"method's own, {name}: {f.default})")
-                else:
-                    _add_field(grp, f)
-                seen.add(f.name)
+                _add_field(grp, f)
+    return tp
+
+
+def build_parser(method: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``method``, ``train`` knows that method's own options (and no other method's)."""
+    p = argparse.ArgumentParser(prog="python -m sslteach", description="sslteach: semi-supervised learning, "
+                                "one paper at a time.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the methods and datasets")
+    _add_train_parser(sub, method)
     return p
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        print("methods:")
-        for name, cls in METHODS.items():
-            opts = ", ".join(f.name for f in fields(cls.Config))
-            print(f"  {name:22s} {cls.summary}" + (f"  [options: {opts}]" if opts else ""))
-        print("datasets:")
-        for d in DATASETS:
-            print(f"  {d:22s} {'offline' if d in OFFLINE_DATASETS else 'downloaded by torchvision'}")
-        return 0
-    if args.method not in METHODS:
-        parser.exit(2, f"error: unknown method {args.method!r}; valid values: {', '.join(METHODS)}\n")
-    method_fields = {f.name for f in fields(METHODS[args.method].Config)}
-    split_flags = ("imbalance_ratio", "n_max", "m_max", "unlabeled_imbalance_ratio", "known_classes")
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    options = {k: given[k] for k in TRAIN_HELP if k in given}
-    options.update({k: given[k] for k in method_fields if k in given})
-    options.update({k: given[k] for k in split_flags if k in given})
-    other_method_flags = [k for k in given if k not in options and k not in
-                          ("command", "method", "dataset", "labels_per_class", "out", "no_progress", "no_cache",
-                           "split")]
-    if other_method_flags:
-        flags = ", ".join("--" + k.replace("_", "-") for k in other_method_flags)
-        valid = ", ".join("--" + f.replace("_", "-") for f in sorted(method_fields)) or "none"
-        parser.exit(2, f"error: {flags} not an option of method {args.method!r} (its options: {valid})\n")
-    wrong_split = [k for k in split_flags if k in given and
-                   k not in {"long_tailed": split_flags[:4], "open_set": ("known_classes",)}.get(args.split, ())]
-    if wrong_split:
-        flags = ", ".join("--" + k.replace("_", "-") for k in wrong_split)
-        parser.exit(2, f"error: {flags} only apply to another --split (this run: --split {args.split})\n")
+def method_in(argv: list[str]) -> str | None:
+    """The METHOD of ``train METHOD ...`` (options may come before it), or ``None``."""
+    if not argv or argv[0] != "train":
+        return None
+    rest = iter(argv[1:])
+    for tok in rest:
+        if tok.startswith("-"):
+            if tok not in _SWITCHES and "=" not in tok:
+                next(rest, None)  # the flag's value
+            continue
+        return tok
+    return None
+
+
+def _list() -> int:
+    print("methods:")
+    for name, cls in METHODS.items():
+        opts = ", ".join(f.name for f in fields(cls.Config))
+        print(f"  {name:22s} {cls.summary}" + (f"  [options: {opts}]" if opts else ""))
+    print("datasets:")
+    for d in DATASETS:
+        print(f"  {d:22s} {'offline' if d in OFFLINE_DATASETS else 'downloaded by torchvision'}")
+    return 0
+
+
+def _check_flags(parser, args, unknown: list[str]) -> None:
+    """One-line errors for flags of another method and split settings of another split kind."""
+    if unknown:
+        owners = {_flag(f.name): n for n, c in METHODS.items() for f in fields(c.Config)}
+        mine = sorted(_flag(f.name) for f in fields(METHODS[args.method].Config))
+        theirs = [t.split("=")[0] for t in unknown if t.split("=")[0] in owners]
+        if theirs:
+            parser.exit(2, f"error: {', '.join(theirs)} not an option of method {args.method!r} (its options: "
+                           f"{', '.join(mine) or 'none'})\n")
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    wrong = [k for k, f in SPLIT_FIELDS.items() if getattr(args, k) is not None and args.split not in
+             f.metadata["splits"]]
+    if wrong:
+        parser.exit(2, f"error: {', '.join(_flag(k) for k in wrong)} only apply to another --split (this run: "
+                       f"--split {args.split})\n")
     if args.out:  # fail now, not after minutes of training
         out = Path(args.out)
         if not out.parent.is_dir():
             parser.exit(2, f"error: --out {args.out}: the folder {out.parent} does not exist; create it first\n")
         if out.is_dir():
             parser.exit(2, f"error: --out {args.out} is a folder; give a file name such as {out / 'result.json'}\n")
+
+
+def _train(parser, args) -> int:
+    method_fields = {f.name for f in fields(METHODS[args.method].Config)}
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    options = {k: given[k] for k in (*TRAIN_HELP, *method_fields, *SPLIT_FIELDS) if k in given}
     options["progress"] = not args.no_progress
     _, _, _, applied = resolve_options(METHODS[args.method], args.dataset, options)
     if applied:
@@ -171,6 +178,21 @@ def main(argv=None) -> int:
         result.save_json(args.out)
         print(f"wrote {args.out}")
     return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    method = method_in(argv)
+    parser = build_parser(method)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "list":
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return _list()
+    if args.method not in METHODS:
+        parser.exit(2, f"error: unknown method {args.method!r}; valid values: {', '.join(METHODS)}\n")
+    _check_flags(parser, args, unknown)
+    return _train(parser, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

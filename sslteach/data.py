@@ -415,6 +415,12 @@ LONG_TAILED_DEFAULTS = {"digits": (50, 80), "fashion_mnist": (300, 600), "mnist"
                         "cifar10": (1500, 3000), "svhn": (1500, 3000), "two_moons": (100, 300)}
 
 
+def _setting(default, help: str, splits: tuple, type=None, low=None):
+    """A split setting with the metadata the command line builds its flag from: ``splits`` are the split kinds it
+    applies to, ``type`` the value's type where the default does not say it (``"classes"``: K or a list)."""
+    return field(default=default, metadata={"help": help, "splits": splits, "type": type, "low": low})
+
+
 @dataclass
 class SplitConfig:
     """Everything that decides a labeled / unlabeled split besides the dataset and the seed.
@@ -427,11 +433,16 @@ class SplitConfig:
 
     kind: str = "balanced"
     labels_per_class: int = 2
-    imbalance_ratio: float = 50.0
-    n_max: int | None = None
-    m_max: int | None = None
-    unlabeled_imbalance_ratio: float | None = None
-    known_classes: int | list = 6
+    imbalance_ratio: float = _setting(50.0, "gamma = N_max / N_min, labeled and unlabeled", ("long_tailed",),
+                                      low=1.0)
+    n_max: int | None = _setting(None, "labeled images of the largest class (default: per dataset, digits 50)",
+                                 ("long_tailed",), type=int, low=1)
+    m_max: int | None = _setting(None, "unlabeled images of the largest class (default: per dataset, digits 80)",
+                                 ("long_tailed",), type=int, low=0)
+    unlabeled_imbalance_ratio: float | None = _setting(None, "gamma of the unlabeled set (default: imbalance_ratio)",
+                                                       ("long_tailed",), type=float, low=1.0)
+    known_classes: int | list = _setting(6, "K (classes 0..K-1 are known) or a list of classes", ("open_set",),
+                                         type="classes")
 
     def validate(self) -> "SplitConfig":
         check_choice("split", self.kind, SPLIT_KINDS)
@@ -476,6 +487,14 @@ def make_split(dataset: Dataset | str, config: SplitConfig | None = None, seed: 
             raise ValueError(f"n_max must be given for a long-tailed split of {ds.name}")
         return long_tailed_split(ds, n_max, cfg.imbalance_ratio, m_max, cfg.unlabeled_imbalance_ratio, seed=seed)
     return open_set_split(ds, cfg.known_classes, cfg.labels_per_class, seed=seed)
+
+
+def all_labels_split(dataset="digits") -> Split:
+    """Every training image labeled, none unlabeled: the split of the all-labels ceiling (a name or a
+    :class:`Dataset`)."""
+    ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    return Split(ds, ds.x_train, ds.y_train, ds.x_train[:0], ds.y_train[:0], ds.x_test, ds.y_test, "all_labels", 0,
+                 {"labels_per_class": int(ds.class_counts().min())})
 
 
 def split_settings(split: Split) -> dict:

@@ -1,8 +1,8 @@
 """Evaluating a model, and the small building blocks every method and the training loop share.
 
-This module sits *below* both :mod:`sslteach.train` and :mod:`sslteach.methods` (neither imports the other for
-these): the EMA copy of a model's weights, accuracy, softmax predictions, per-class accuracy and the AUROC of an
-outlier score.
+This module sits *below* both the training loop (:mod:`sslteach.loop`) and :mod:`sslteach.methods`: the EMA copy
+of a model's weights, accuracy, softmax predictions, per-class and tail-class accuracy and the AUROC of an outlier
+score.
 """
 from __future__ import annotations
 
@@ -119,22 +119,22 @@ def balanced_accuracy(per_class: list[float]) -> float:
 
 def auroc(scores, is_positive) -> float:
     """Area under the ROC curve of ``scores`` for telling positives (``is_positive`` true) from negatives: the
-    probability that a random positive scores higher than a random negative, ties counting one half (the
-    Mann-Whitney U statistic; equals ``sklearn.metrics.roc_auc_score``). NaN when one of the groups is empty."""
+    probability that a random positive scores higher than a random negative, ties counting one half
+    (``sklearn.metrics.roc_auc_score``). NaN when one of the groups is empty (scikit-learn would raise)."""
+    from sklearn.metrics import roc_auc_score
+
     s = torch.as_tensor(scores, dtype=torch.float64).flatten().cpu()
     pos = torch.as_tensor(is_positive).flatten().cpu().bool()
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
+    n_pos = int(pos.sum())
+    if n_pos == 0 or n_pos == len(pos):
         return float("nan")
-    # average ranks (1-based); tied scores share the mean of their ranks
-    order = torch.argsort(s, stable=True)
-    _, inverse, counts = torch.unique_consecutive(s[order], return_inverse=True, return_counts=True)
-    ends = torch.cumsum(counts, 0).double()
-    mean_rank = ends - (counts.double() - 1) / 2
-    ranks = torch.empty_like(s)
-    ranks[order] = mean_rank[inverse]
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
+    return float(roc_auc_score(pos.numpy(), s.numpy()))
+
+
+def tail_accuracy(per_class: list[float], tail_classes) -> float:
+    """Mean recall of the ``tail_classes`` (the rare classes of a long-tailed split), from the per-class
+    accuracies; classes without test images are left out, as in :func:`balanced_accuracy`."""
+    return balanced_accuracy([per_class[c] for c in tail_classes if c < len(per_class)])
 
 
 def max_softmax_outlier_score(logits: torch.Tensor) -> torch.Tensor:

@@ -285,3 +285,46 @@ def plot_threshold_sweep(taus, mask_rate, pseudo_acc, tau: float | None = None, 
     ax.set(xlabel="threshold tau", ylabel="fraction of unlabeled images", ylim=(0, 1.03), title=title)
     ax.legend(loc="lower left")
     return ax
+
+
+# ----------------------------------------------------------------------------- tables and pictures for widgets
+def html_table(rows: list[dict], title: str = "", css_class: str = "sslteach-compare-table",
+               bold: set | None = None) -> str:
+    """An HTML table of ``rows`` (one dict each; the columns in order of first appearance), every cell escaped;
+    ``bold`` holds ``(row index, column)`` pairs to embolden. Readable on a projector (14 px). The comparison's
+    tables and the training panel's table of runs both use it."""
+    import html
+
+    if not rows:
+        return "<i>No runs yet.</i>"
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    bold = bold or set()
+    head = "".join(f"<th style='padding:3px 10px;text-align:left'>{html.escape(str(c))}</th>" for c in cols)
+    body = ""
+    for i, r in enumerate(rows):
+        cells = []
+        for c in cols:
+            text = html.escape(str(r.get(c, "")))
+            cells.append(f"<td style='padding:3px 10px'>{f'<b>{text}</b>' if (i, c) in bold else text}</td>")
+        body += "<tr>" + "".join(cells) + "</tr>"
+    cap = f"<caption style='text-align:left;font-weight:bold'>{html.escape(title)}</caption>" if title else ""
+    return (f"<table class='{css_class}' style='font-size:14px;border-collapse:collapse'>{cap}"
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def png_bytes(fig, dpi=None) -> bytes:
+    """A figure as PNG bytes (tight bounding box); a pyplot figure is closed afterwards. Safe from a background
+    thread for a figure made with ``matplotlib.figure.Figure``."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", **({"dpi": dpi} if dpi else {}))
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def figure_png(fig, dpi=80) -> str:
+    """A figure as a base64 PNG (for an HTML widget's ``<img src='data:image/png;base64,...'>``)."""
+    import base64
+
+    return base64.b64encode(png_bytes(fig, dpi)).decode()

@@ -201,13 +201,21 @@ def test_every_method_round_trips_with_its_learned_state(tmp_path, name):
 
 
 def test_the_digest_covers_the_training_code_and_not_the_figures():
-    """Editing a figure or a widget keeps a lecture's cache warm; editing anything that trains invalidates it."""
-    from sslteach.cache import training_code_files
+    """Editing a figure, a widget or the comparison's tables keeps a lecture's cache warm; editing anything that
+    trains invalidates it. The list of files left out is a deny-list of files and folders: a new file is hashed."""
+    from pathlib import Path
 
-    names = {p.relative_to(p.parents[1] if p.parent.name == "methods" else p.parent).as_posix()
-             for p in training_code_files()}
-    for must in ("train.py", "data.py", "augment.py", "models.py", "evaluation.py", "utils.py",
-                 "methods/fixmatch.py", "methods/base.py"):
+    import sslteach
+    from sslteach.cache import _is_training_code, training_code_files
+
+    root = Path(sslteach.__file__).resolve().parent
+    names = {p.relative_to(root).as_posix() for p in training_code_files()}
+    for must in ("train.py", "loop.py", "cache.py", "phases.py", "data.py", "augment.py", "models.py",
+                 "evaluation.py", "utils.py", "methods/fixmatch.py", "methods/base.py"):
         assert must in names, must
-    for never in ("viz.py", "widgets.py", "diagrams.py", "compare.py", "notebook.py"):
+    for never in ("viz.py", "diagrams.py", "notebook.py", "cli.py", "presets.py", "widgets/__init__.py",
+                  "widgets/training.py", "compare/__init__.py", "compare/plots.py", "compare/table.py"):
         assert never not in names, never
+    assert not any(n.startswith(("compare/", "widgets/")) for n in names)
+    assert _is_training_code("methods/a_new_method.py") and _is_training_code("a_new_module.py")
+    assert not _is_training_code("compare/a_new_plot.py")

@@ -10,7 +10,6 @@ import shlex
 import statistics
 import sys
 import threading
-import types
 
 import matplotlib
 import nbformat
@@ -24,7 +23,7 @@ import sslteach  # noqa: E402
 from sslteach import compare  # noqa: E402
 from sslteach.cache import RunCache  # noqa: E402
 from sslteach.data import load_dataset, make_split  # noqa: E402
-from sslteach.methods import METHODS  # noqa: E402
+from sslteach.methods import METHODS, Method  # noqa: E402
 from sslteach.methods.supervised import Supervised  # noqa: E402
 
 from conftest import NOTEBOOKS  # noqa: E402
@@ -56,27 +55,29 @@ def test_every_registered_method_is_picked_up_supervised_first():
         compare.methods(include=["nope"])
 
 
-class _NewMethod(Supervised):
+class _NewMethod(Method):
+    """A method that declares none of the class facts (year, family, notebook ...): it must still be drawn."""
+
     name = "zz_new_method"
     summary = "a method registered after the notebook was written"
+    step = Supervised.step
 
 
 def test_registering_a_method_is_all_it_takes_to_join_the_grid(monkeypatch, tmp_path):
     """One register(...) line: the method appears in methods(), in the grid (every registered method is handed to
-    train()), in the table and in the figures. (That every method really trains on every split is the quick-mode
-    notebook's test below; here train() is replaced by a stand-in to keep this test instant.)"""
+    the runner), in the table and in the figures. (That every method really trains on every split is the
+    quick-mode notebook's test below; here the grid's runner is a stand-in to keep this test instant.)"""
     monkeypatch.setitem(METHODS, _NewMethod.name, _NewMethod)
     assert compare.methods()[-1] == "zz_new_method"
     real = sslteach.train("supervised", seed=0, cache=tmp_path, progress=False, **TINY)
     calls = []
 
-    def fake_train(method, *args, **kwargs):
-        calls.append((method, kwargs["seed"], kwargs["labels_per_class"]))
-        real.method, real.seed = method, kwargs["seed"]
+    def fake_run(spec, trainer_hook=None):
+        calls.append((spec.method.name, spec.config.seed, spec.split.info["labels_per_class"]))
+        real.method, real.seed = spec.method.name, spec.config.seed
         return real
 
-    monkeypatch.setattr(compare, "train", fake_train)
-    table = compare.run_grid(None, seeds=[0, 1], cache=tmp_path, verbose=False, **TINY)
+    table = compare.run_grid(None, seeds=[0, 1], cache=tmp_path, verbose=False, runner=fake_run, **TINY)
     assert calls == [(m, s, 2) for m in compare.methods() for s in (0, 1)]
     assert table.methods() == compare.methods() and len(table) == 2 * len(METHODS)
     assert compare.info("zz_new_method")["family"] == "other"  # unknown to METHOD_INFO: still drawn
@@ -366,26 +367,6 @@ def test_panel_shows_a_given_table_and_does_not_look_like_a_training_panel():
     assert "sslteach-panel" not in panel.widget._dom_classes and "sslteach-compare" in panel.widget._dom_classes
 
 
-# ------------------------------------------------------------------------------------------------ presets
-def test_preset_settings_read_sslteach_presets(monkeypatch):
-    fake = types.ModuleType("sslteach.presets")
-    fake.PRESETS = {"real_images": {"dataset": "fashion_mnist", "labels_per_class": 4, "steps": 1500,
-                                    "width": 16, "methods": ["supervised", "fixmatch"]}}
-    monkeypatch.setitem(sys.modules, "sslteach.presets", fake)
-    monkeypatch.setattr(sslteach, "presets", fake, raising=False)
-    got = compare.preset_settings("real_images")
-    assert got == fake.PRESETS["real_images"] and got is not fake.PRESETS["real_images"]
-    with pytest.raises(ValueError, match="unknown preset 'nope'"):
-        compare.preset_settings("nope")
-
-
-def test_missing_presets_module_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sslteach.presets", None)  # import fails, as before issue 17 lands
-    monkeypatch.delattr(sslteach, "presets", raising=False)
-    with pytest.raises(ValueError, match="issue 17"):
-        compare.preset_settings("real_images")
-
-
 # ------------------------------------------------------------------------------------------------ the notebook
 def _parameters():
     nb = nbformat.read(NOTEBOOKS / "10_compare.ipynb", as_version=4)
@@ -413,7 +394,7 @@ def test_notebook_entry_in_the_book(monkeypatch):
     monkeypatch.syspath_prepend(str(NOTEBOOKS.parent / "book"))
     import build
 
-    assert "10_compare" in build.PAPERS
+    assert "10_compare" in build.papers()
 
 
 @pytest.mark.notebook

@@ -32,7 +32,7 @@ def test_the_real_images_preset():
     assert opts["dataset"] == "fashion_mnist" and opts["steps"] == p.steps and opts["mu"] == 3
     assert "mu" not in p.run_options("supervised")
     assert p.expected(["supervised"]) == p.expected_seconds["supervised"]
-    assert compare.preset_settings("real_images")["methods"] == list(p.methods)
+    assert p.as_dict()["methods"] == list(p.methods)
     with pytest.raises(ValueError, match="unknown preset 'nope'; valid values: real_images"):
         presets.get_preset("nope")
 

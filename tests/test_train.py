@@ -184,45 +184,51 @@ def test_every_method_is_deterministic_for_a_seed(name):
                                        zip(a.model.state_dict().values(), c.model.state_dict().values()))
 
 
-def test_ctrl_c_during_an_evaluation_keeps_the_model_and_history(monkeypatch):
-    """Ctrl-C while the loop evaluates (inside :func:`predict_logits`): the run ends cleanly with the history so
-    far and the model trained until then; the final evaluation still runs."""
-    train_mod = importlib.import_module("sslteach.train")
+_CTRL_C = {"armed": False}  # module level: shared by the network and its EMA copy (a deepcopy)
 
-    calls = {"n": 0}
-    real = train_mod.predict_logits
 
-    def flaky(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:  # the second evaluation (model, EMA model, then this)
+class _CtrlCNet(torch.nn.Module):
+    """A digits network that raises KeyboardInterrupt on its first forward in eval mode (an evaluation) once
+    ``_CTRL_C["armed"]`` is set: Ctrl-C pressed while the loop evaluates."""
+
+    def __init__(self):
+        super().__init__()
+        from sslteach.models import make_model
+
+        self.net = make_model("auto", (1, 8, 8), 10, 0.0, 8)
+
+    def forward(self, x):
+        if _CTRL_C["armed"] and not self.training:
+            _CTRL_C["armed"] = False
             raise KeyboardInterrupt
-        return real(*a, **k)
+        return self.net(x)
 
-    monkeypatch.setattr(train_mod, "predict_logits", flaky)
-    r = train("supervised", steps=100, eval_every=10, progress=False, cache=False)
+
+def test_ctrl_c_during_an_evaluation_keeps_the_model_and_history():
+    """Ctrl-C while the loop evaluates (inside its first prediction pass): the run ends cleanly with the history so
+    far and the model trained until then; the final evaluation still runs."""
+
+    def on_step(trainer, logs):
+        if trainer.step == 20:  # the evaluation at step 20 will be interrupted
+            _CTRL_C["armed"] = True
+
+    _CTRL_C["armed"] = False
+    r = train("supervised", steps=100, eval_every=10, progress=False, cache=False, network=_CtrlCNet(),
+              callbacks={"on_step": on_step})
     assert r.interrupted and r.steps_done == 20
     assert [rec["step"] for rec in r.history.records] == [10, 20]  # the interrupted eval left no half record
     assert r.history.records[-1]["final"] and 0 <= r.test_accuracy <= 1
 
 
-def test_a_second_ctrl_c_during_the_final_evaluation_still_returns(monkeypatch):
-    train_mod = importlib.import_module("sslteach.train")
-
-    real = train_mod.predict_logits
-    state = {"final": False}
-
+def test_a_second_ctrl_c_during_the_final_evaluation_still_returns():
     def on_step(trainer, logs):
         if trainer.step == 15:
-            state["final"] = True
+            _CTRL_C["armed"] = True  # ... and the final evaluation is interrupted too
             raise KeyboardInterrupt
 
-    def flaky(*a, **k):
-        if state["final"]:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(train_mod, "predict_logits", flaky)
-    r = train("supervised", steps=100, eval_every=10, progress=False, cache=False, callbacks={"on_step": on_step})
+    _CTRL_C["armed"] = False
+    r = train("supervised", steps=100, eval_every=10, progress=False, cache=False, network=_CtrlCNet(),
+              callbacks={"on_step": on_step})
     assert r.interrupted and r.steps_done == 15 and r.model is not None
     assert r.test_accuracy == r.history.records[-1]["test_acc_report"]  # the last evaluation we have (step 10)
 
@@ -304,3 +310,18 @@ def test_method_and_dataset_defaults_and_explicit_options(monkeypatch):
     assert r.train_config["width"] == 12 and r.steps == 7  # the method's defaults beat the dataset's
     monkeypatch.setitem(train_mod.DATASET_DEFAULTS, "two_moons", {"steps": 9})
     assert train("supervised", "two_moons", labels_per_class=3, progress=False, cache=False).steps == 9
+
+
+def test_the_optimizer_is_a_loop_setting():
+    """``optimizer="adam"`` (CoSSL's official optimizer; the inversion author's script's) trains with Adam, SGD with
+    Nesterov momentum stays the default; an unknown name is a one-line error."""
+    spec = sslteach.prepare_run("supervised", steps=4, eval_every=2, optimizer="adam", lr=0.01, cache=False,
+                                progress=False)
+    trainer = spec.trainer()
+    trainer.fit()
+    assert isinstance(trainer.optimizer, torch.optim.Adam)
+    sgd = sslteach.prepare_run("supervised", steps=2, cache=False, progress=False).trainer()
+    sgd.setup()
+    assert isinstance(sgd.optimizer, torch.optim.SGD) and sgd.optimizer.defaults["nesterov"]
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; valid values: sgd, adam"):
+        train("supervised", steps=2, optimizer="rmsprop", cache=False)

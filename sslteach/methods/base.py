@@ -44,9 +44,15 @@ class Method:
     """Base class. Subclasses set ``name``, ``Config``, ``summary``; implement :meth:`step`; and may override
     :meth:`setup` (build a teacher, a memory bank ...), :meth:`after_step` (EMA updates) and :meth:`eval_models`
     (extra models whose test accuracy is logged, e.g. ``{"teacher": ...}``). ``report`` names the model whose
-    accuracy is the run's headline number (``None``: the trainer's EMA model, or the model itself)."""
+    accuracy is the run's headline number (``None``: the trainer's EMA model, or the model itself).
+
+    The class attributes below are the method's facts, in one place: the command line, the panels, the comparison,
+    the book and the benchmarks read them from here (nothing else needs editing when a method is added).
+    """
 
     name = "method"
+    #: The method's name as its paper writes it ("FixMatch", "Mean Teacher"), for sentences and figures.
+    title = ""
     summary = ""
     paper = ""
     Config = MethodConfig
@@ -54,6 +60,24 @@ class Method:
     #: Loop settings (:class:`~sslteach.train.TrainConfig` fields) this method defaults to, e.g. ``{"steps": 600}``
     #: for a method whose step costs more; options given to ``train(...)`` override them.
     train_defaults: dict = {}
+    #: The paper's year (``None`` for the baseline), its family of ideas, and the notebook that teaches it.
+    year: int | None = None
+    family: str = "other"
+    notebook: str = ""
+    #: The split the method was designed for: ``"balanced"``, ``"long_tailed"`` (CoSSL) or ``"open_set"``
+    #: (OpenMatch). ``builds_on``: the method it extends, the reference its contribution is measured against.
+    designed_for: str = "balanced"
+    builds_on: str | None = None
+    #: What ``step`` logs besides ``loss_x`` / ``loss_u`` / ``mask_rate`` / ``pseudo_acc``, for the live plot.
+    diagnostics: tuple = ()
+    #: The attributes that hold learned state (modules, :class:`~sslteach.evaluation.EMA` copies, tensors): what the
+    #: run cache stores and restores (:meth:`state_tensors`). Anything else is rebuilt by :meth:`setup`.
+    state: tuple = ()
+    #: Tensors a method keeps that are per-step scratch or diagnostics, not learned state (not stored).
+    transient: tuple = ()
+    #: One-thread CPU milliseconds per step at the comparison's scale on digits (``compare.COMPARISON_SCALE``),
+    #: for time estimates before a grid runs; ``None``: not measured (``compare.DEFAULT_MS_PER_STEP``).
+    cpu_ms_per_step: float | None = None
 
     def __init__(self, config: MethodConfig | None = None, **overrides):
         if config is None:
@@ -110,27 +134,29 @@ class Method:
         return asdict(self.config)
 
     # ---- the run cache: a method's learned state as a flat dict of tensors
-    def _stateful(self) -> dict:
-        """Attributes that hold learned state: modules, EMA copies, tensors (a memory bank ...)."""
+    def _state_items(self) -> dict:
+        """``{attribute: module or tensor}`` for the attributes named in :attr:`state` that are set."""
         from ..evaluation import EMA
 
         out = {}
-        for k, v in vars(self).items():
-            if k == "config":
-                continue
+        for k in self.state:
+            v = getattr(self, k, None)
             if isinstance(v, EMA):
-                out[k] = v.module
-            elif isinstance(v, (nn.Module, torch.Tensor)):
+                v = v.module
+            if isinstance(v, (nn.Module, torch.Tensor)):
                 out[k] = v
+            elif v is not None:
+                raise TypeError(f"{type(self).__name__}.state names {k!r}, a {type(v).__name__}: the run cache "
+                                "stores modules, EMA copies and tensors only")
         return out
 
     def state_tensors(self, skip=()) -> dict[str, torch.Tensor]:
-        """Everything :meth:`load_state_tensors` needs to rebuild the trained method after :meth:`setup`. Tensors
-        that share memory with one of ``skip`` (the split's data, which :meth:`setup` hands over again) are left
-        out."""
+        """Everything :meth:`load_state_tensors` needs to rebuild the trained method after :meth:`setup`: the
+        attributes of :attr:`state`. Tensors that share memory with one of ``skip`` (the split's data, which
+        :meth:`setup` hands over again) are left out."""
         data = {t.data_ptr() for t in skip if isinstance(t, torch.Tensor) and t.numel()}
         out = {}
-        for k, v in self._stateful().items():
+        for k, v in self._state_items().items():
             if isinstance(v, nn.Module):
                 out.update({f"{k}.{n}": t for n, t in v.state_dict().items()})
             elif not (v.numel() and v.data_ptr() in data):
@@ -139,7 +165,7 @@ class Method:
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Put the tensors of :meth:`state_tensors` back (called on a freshly set-up method)."""
-        for k, v in self._stateful().items():
+        for k, v in self._state_items().items():
             if isinstance(v, nn.Module):
                 sub = {n[len(k) + 1:]: t for n, t in tensors.items() if n.startswith(k + ".")}
                 v.load_state_dict(sub)

@@ -254,8 +254,14 @@ class PiModel(_Consistency):
     gradient through both passes as in the official code. One forward over [labeled, unlabeled #1, unlabeled #2]."""
 
     name = "pi_model"
+    title = "Π-model"
     summary = "two noisy passes of the same network must agree (Laine & Aila 2017)"
     paper = "Laine & Aila, Temporal Ensembling for Semi-Supervised Learning, ICLR 2017"
+    year = 2017
+    family = "consistency"
+    notebook = "02_mean_teacher"
+    diagnostics = ("weight_u",)
+    cpu_ms_per_step = 19.4
     Config = PiModelConfig
 
     def losses(self, model, batch, ctx):
@@ -278,8 +284,14 @@ class TemporalEnsembling(_Consistency):
     the share of the batch that already has a target."""
 
     name = "temporal_ensembling"
+    title = "temporal ensembling"
     summary = "agree with a per-image moving average of past predictions (Laine & Aila 2017)"
     paper = "Laine & Aila, Temporal Ensembling for Semi-Supervised Learning, ICLR 2017"
+    year = 2017
+    family = "consistency"
+    notebook = "02_mean_teacher"
+    diagnostics = ("weight_u",)
+    cpu_ms_per_step = 11.9
     Config = TemporalEnsemblingConfig
 
     def __init__(self, config=None, **overrides):
@@ -317,8 +329,15 @@ class MeanTeacher(_Consistency):
     teacher is the model reported."""
 
     name = "mean_teacher"
+    title = "Mean Teacher"
     summary = "agree with a teacher whose weights are the moving average of the student's (Tarvainen & Valpola 2017)"
     paper = "Tarvainen & Valpola, Mean teachers are better role models, NeurIPS 2017"
+    year = 2017
+    family = "consistency"
+    notebook = "02_mean_teacher"
+    diagnostics = ("weight_u",)
+    state = ("teacher",)
+    cpu_ms_per_step = 16.9
     Config = MeanTeacherConfig
     report = "teacher"
 

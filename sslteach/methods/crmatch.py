@@ -121,8 +121,16 @@ class CRMatch(Method):
     """
 
     name = "crmatch"
+    title = "CR-Match"
     summary = "FixMatch + feature distance loss: weak/strong features pushed apart (equivariance) or together"
     paper = "Fan, Kukleva & Schiele, Revisiting Consistency Regularization for SSL (CR-Match), GCPR 2021"
+    year = 2021
+    family = "pseudo-labels + consistency"
+    notebook = "04_feature_consistency"
+    builds_on = "fixmatch"
+    diagnostics = ("loss_feat", "feat_cos")
+    state = ("head",)
+    cpu_ms_per_step = 23.1
     Config = CRMatchConfig
 
     def __init__(self, config: CRMatchConfig | None = None, **overrides):

@@ -84,8 +84,14 @@ class FixMatch(Method):
     """
 
     name = "fixmatch"
+    title = "FixMatch"
     summary = "confident weak-view pseudo-labels, learned on strong views (Sohn et al. 2020)"
     paper = "Sohn et al., FixMatch, NeurIPS 2020"
+    year = 2020
+    family = "pseudo-labels + consistency"
+    notebook = "03_fixmatch"
+    state = ("p_model",)
+    cpu_ms_per_step = 22.0
     Config = FixMatchConfig
 
     def setup(self, model, split, ctx):

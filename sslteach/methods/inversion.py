@@ -276,9 +276,15 @@ class Inversion(Method):
     """
 
     name = "inversion"
+    title = "deep network inversion"
     summary = "the network's own input gradient (its template) as a decoder: reconstruct every layer (Balestriero " \
               "et al. 2017/2018)"
     paper = "Balestriero et al., Semi-Supervised Learning via (Multiscale) Deep Network Inversion, arXiv 2017/2018"
+    year = 2017
+    family = "reconstruction"
+    notebook = "07_multiscale_inversion"
+    diagnostics = ("loss_entropy", "loss_recon", "recon_l0")
+    cpu_ms_per_step = 9.7
     Config = InversionConfig
     # No loop defaults of its own (train_defaults stays empty): a reconstructing step costs about twice an
     # entropy-only step on the same images (digits, width 16, B = 32, mu = 1: ~13 vs ~7 ms of one core), so the usual

@@ -128,8 +128,14 @@ class NoisyStudent(Method):
     """
 
     name = "noisy_student"
+    title = "Noisy Student"
     summary = "teacher labels, a noised student learns, the student becomes the teacher (Xie et al. 2020)"
     paper = "Xie, Luong, Hovy & Le, Self-training with Noisy Student improves ImageNet classification, CVPR 2020"
+    year = 2020
+    family = "pseudo-labels"
+    notebook = "01_pseudo_label"
+    state = ("ema", "teacher", "targets", "keep")
+    cpu_ms_per_step = 11.5
     Config = NoisyStudentConfig
     report = "student"
     ema_decay = 0.99  # each round's evaluated weights (as TrainConfig's default)
@@ -212,9 +218,10 @@ class NoisyStudent(Method):
         self.ema.update(model)
         steps_done = ctx.step + 1
         if self.round < len(self.boundaries) and steps_done == self.boundaries[self.round]:
-            self._finish_round(steps_done)
-            if self.round < self.config.rounds:
-                self._next_round(model, steps_done)
+            with ctx.lump("round switch"):  # evaluate the round, relabel the whole unlabeled set
+                self._finish_round(steps_done)
+                if self.round < self.config.rounds:
+                    self._next_round(model, steps_done)
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """After :meth:`setup` there is no teacher yet; a cached run that ended with one gets it back (the same

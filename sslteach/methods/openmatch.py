@@ -188,8 +188,18 @@ class OpenMatch(Method):
     """
 
     name = "openmatch"
+    title = "OpenMatch"
     summary = "one-vs-all outlier detectors, soft open-set consistency, FixMatch on pseudo-inliers (Saito et al. 2021)"
     paper = "Saito, Kim & Saenko, OpenMatch, NeurIPS 2021"
+    year = 2021
+    family = "open-set data"
+    notebook = "09_openmatch"
+    designed_for = "open_set"
+    builds_on = "fixmatch"
+    diagnostics = ("loss_o", "loss_oem", "loss_socr", "outlier_admit", "inlier_recall")
+    state = ("teacher", "pseudo_inlier", "selection_scores")
+    transient = ("last_fix_index",)
+    cpu_ms_per_step = 12.6
     Config = OpenMatchConfig
     report = "teacher"
 
@@ -220,7 +230,7 @@ class OpenMatch(Method):
         if model.num_classes != split.num_classes:
             raise ValueError(f"the network's OVA head has {model.num_classes} classes, the split {split.num_classes}")
         self.teacher = EMA(model, self.config.teacher_decay)
-        self._data = {"x_ulb": split.x_ulb, "y_ulb": split.y_ulb}  # not a tensor attribute: not saved in the cache
+        self._data = {"x_ulb": split.x_ulb, "y_ulb": split.y_ulb}  # the split's images: setup hands them over again
         n = len(split.y_ulb)
         self.pseudo_inlier = torch.zeros(n, dtype=torch.bool, device=ctx.device)
         self.selection_scores = torch.full((n,), float("nan"), device=ctx.device)
@@ -294,7 +304,8 @@ class OpenMatch(Method):
         self.last_fix_index = None
         if ctx.step >= self.fix_start_step(ctx.total_steps):
             if self._last_selection is None or ctx.step - self._last_selection >= cfg.select_every:
-                self.select()
+                with ctx.lump("pseudo-inlier selection"):  # a pass over the whole unlabeled set, now and then
+                    self.select()
                 self._last_selection = ctx.step
             idx = self._inlier_batch(n_ulb)
             if idx is not None:
@@ -326,11 +337,6 @@ class OpenMatch(Method):
             logits, ova, _ = model.forward_open(x)
             return outlier_score(logits, ova)
         return super().outlier_scores(model, x)
-
-    def _stateful(self):
-        out = super()._stateful()
-        out.pop("last_fix_index", None)  # a per-step diagnostic, not learned state
-        return out
 
     def extra_results(self):
         return {"pseudo_inlier_selections": self.selections, **{f"final_{k}": v for k, v in

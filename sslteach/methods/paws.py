@@ -235,8 +235,15 @@ class PAWS(Method):
     on detached features that never reaches the encoder. One forward pass over [support views | unlabeled views]."""
 
     name = "paws"
+    title = "PAWS"
     summary = "soft nearest-neighbour pseudo-labels from a labeled support batch, sharpened, with ME-MAX (Assran 2021)"
     paper = "Assran et al., PAWS, ICCV 2021"
+    year = 2021
+    family = "similarity to labeled images"
+    notebook = "05_paws"
+    diagnostics = ("me_max", "ent_mean_pred", "ent_pred", "emb_spread", "loss_probe")
+    state = ("head", "support_labels", "x_labeled", "y_labeled")
+    cpu_ms_per_step = 22.3
     Config = PAWSConfig
     report = "snn"
     SUPPORT_VIEWS = 2  # official CIFAR-10 configuration: two views of each support image

@@ -129,8 +129,14 @@ class PseudoLabel(Method):
     """
 
     name = "pseudo_label"
+    title = "Pseudo-Label"
     summary = "train on the current network's own argmax predictions, weight ramped up (Lee 2013)"
     paper = "Lee, Pseudo-Label, ICML 2013 Workshop on Challenges in Representation Learning"
+    year = 2013
+    family = "pseudo-labels"
+    notebook = "01_pseudo_label"
+    diagnostics = ("weight_u",)
+    cpu_ms_per_step = 13.6
     Config = PseudoLabelConfig
 
     def weight(self, ctx) -> float:

@@ -138,8 +138,16 @@ class SimMatch(Method):
     gradient): [weak labeled, weak unlabeled] -> class probabilities, embeddings and the bank update."""
 
     name = "simmatch"
+    title = "SimMatch"
     summary = "class and instance similarity: a labeled memory bank, unfolding and aggregation (Zheng et al. 2022)"
     paper = "Zheng et al., SimMatch, CVPR 2022"
+    year = 2022
+    family = "similarity to labeled images"
+    notebook = "04_feature_consistency"
+    builds_on = "fixmatch"
+    diagnostics = ("loss_in", "bank_nn_acc")
+    state = ("head", "student", "teacher", "bank", "bank_labels")
+    cpu_ms_per_step = 21.4
     Config = SimMatchConfig
 
     def __init__(self, config: SimMatchConfig | None = None, **overrides):

@@ -15,7 +15,12 @@ class Supervised(Method):
     """Cross-entropy on weakly augmented labeled images; the unlabeled images are never looked at."""
 
     name = "supervised"
+    title = "supervised"
     summary = "labeled data only (the baseline every notebook compares against)"
+    year = None
+    family = "baseline"
+    notebook = "00_start_here"
+    cpu_ms_per_step = 4.5
     Config = SupervisedConfig
 
     def step(self, model, batch, ctx):

@@ -283,8 +283,14 @@ class SWWAE(Method):
     """
 
     name = "swwae"
+    title = "SWWAE"
     summary = "a convnet with a mirrored decoder: pooling passes 'what' up and 'where' across (Zhao et al. 2016)"
     paper = "Zhao, Mathieu, Goroshin & LeCun, Stacked What-Where Auto-encoders, ICLR 2016 workshop"
+    year = 2016
+    family = "reconstruction"
+    notebook = "06_swwae"
+    diagnostics = ("loss_rec", "loss_mid")
+    cpu_ms_per_step = 7.3
     Config = SWWAEConfig
     # A step runs the encoder and the decoder over (1 + mu) B images. Width 16 keeps a default run (1000 steps) on
     # Fashion-MNIST under a minute on 2 CPU cores (one thread: ~54 ms per step at width 16, ~120 ms at width 32);

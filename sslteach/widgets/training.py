@@ -1,5 +1,6 @@
-"""Widgets the notebooks share: a training panel built from a method's configuration, with Train / Stop, live
-plotly curves and a table that keeps every run; and a label-budget explorer.
+"""The training panel: a method's knobs as sliders (from its configuration's metadata), Train / Stop, live plotly
+curves (accuracy of every run; the current run's loss terms and diagnostics) and a table that keeps every run; and
+the model-view panel of notebook 06.
 
 Every panel is a plain object: ``panel.widget`` is what Jupyter shows (displaying the panel shows it), and
 ``panel.run(...)`` trains synchronously, so tests drive the panels without a browser. In a notebook the Train
@@ -8,61 +9,35 @@ button starts :meth:`TrainingPanel.start`, which trains in a background thread s
 from __future__ import annotations
 
 import html
-import threading
-import traceback
 from dataclasses import fields
 
 import ipywidgets as W
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .data import OFFLINE_DATASETS, SPLIT_KINDS, balanced_split, load_dataset
-from .methods import METHODS
-from .train import TrainResult, train
-from .utils import check_choice, check_int
+from ..compare.table import row_from_result
+from ..data import OFFLINE_DATASETS, SPLIT_KINDS
+from ..methods import METHODS
+from ..train import TrainResult, train
+from ..utils import check_choice, check_int
+from ..viz import html_table, png_bytes
+from .panel import STYLE, WIDE, Panel, control_for
 
-#: Curves drawn in the right-hand plot when a method logs them.
-DIAGNOSTICS = ("loss", "loss_x", "loss_u", "loss_feat", "loss_in", "mask_rate", "pseudo_acc", "weight_u",
-               "feat_cos", "bank_nn_acc",
-               "me_max", "ent_mean_pred", "ent_pred", "emb_spread", "loss_probe",       # 05 PAWS
-               "loss_rec", "loss_mid",                                                  # 06 SWWAE
-               "loss_entropy", "loss_recon", "recon_l0",                                # 07 inversion
-               "loss_head", "pl_tail_share",                                            # 08 CoSSL
-               "loss_o", "loss_oem", "loss_socr", "outlier_admit", "inlier_recall")     # 09 OpenMatch
+#: Curves every method may log; a method's own (its ``diagnostics``) are added by :func:`diagnostics`.
+COMMON_DIAGNOSTICS = ("loss", "loss_x", "loss_u", "mask_rate", "pseudo_acc")
 #: Loss weights ramp up to large values (Mean Teacher's w_max = 100): drawn against their own y axis on the right of
 #: the right-hand plot, so the loss terms (about 0-2) and the rates (0-1) stay readable.
 WEIGHTS = ("weight_u",)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
 
 
-def control_for(f, value=None) -> W.Widget:
-    """A widget for one configuration field, from its metadata: a slider for a number with a range, a checkbox for
-    a bool, a dropdown for choices. Sliders only update when released (``continuous_update=False``)."""
-    m = f.metadata or {}
-    v = f.default if value is None else value
-    desc = f.name
-    style = {"description_width": "110px"}
-    layout = W.Layout(width="360px")
-    tip = m.get("help", "")
-    if m.get("paper") is not None:  # a CPU-scaled default: the paper's value is one hover away
-        tip = f"{tip} (paper: {m['paper']})"
-        desc = f"{f.name} *"
-    if m.get("choices"):
-        return W.Dropdown(options=list(m["choices"]), value=v, description=desc, style=style, layout=layout,
-                          tooltip=tip)
-    if isinstance(f.default, bool):
-        return W.Checkbox(value=v, description=desc, indent=False, tooltip=tip)
-    lo, hi, st = m.get("low"), m.get("high"), m.get("step")
-    if isinstance(f.default, int):
-        hi = hi if hi is not None else max(10, 4 * int(f.default))
-        return W.IntSlider(value=v, min=lo if lo is not None else 0, max=hi, step=st or 1, description=desc,
-                           continuous_update=False, style=style, layout=layout, tooltip=tip)
-    if isinstance(f.default, float):
-        lo = lo if lo is not None else 0.0
-        hi = m.get("slider_high") or (hi if hi is not None else max(1.0, 4 * float(f.default)))
-        return W.FloatSlider(value=v, min=lo, max=hi, step=st or (hi - lo) / 100, description=desc,
-                             continuous_update=False, style=style, layout=layout, readout_format=".3g", tooltip=tip)
-    return W.Text(value=str(v), description=desc, style=style, layout=layout)
+def diagnostics() -> tuple[str, ...]:
+    """The curves the live plot draws when a run logs them: the common ones, then every registered method's
+    ``diagnostics`` (so a new method's curves appear without editing this module)."""
+    out = list(COMMON_DIAGNOSTICS)
+    for cls in METHODS.values():
+        out += [k for k in cls.diagnostics if k not in out]
+    return tuple(out)
 
 
 class ResultsTable:
@@ -73,54 +48,36 @@ class ResultsTable:
         self.widget = W.HTML(self._html())
 
     def add(self, result: TrainResult, label: str | None = None) -> dict:
+        r = row_from_result(result)
         knobs = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in result.method_config.items())
         sp = result.split or {}
         budget = (("labeled set", f"gamma {sp.get('imbalance_ratio', 0):g}, N_max {sp.get('n_max')}")
-                  if sp.get("kind") == "long_tailed" else ("labels/class", result.labels_per_class))
+                  if r["split"] == "long_tailed" else ("labels/class", result.labels_per_class))
         row = {"run": len(self.rows) + 1, "label": label or result.method, "method": result.method,
                "dataset": result.dataset, budget[0]: budget[1], "seed": result.seed,
-               "options": knobs or "-", "steps": result.steps_done,
-               "test accuracy": result.test_accuracy}
-        kind = (result.split or {}).get("kind", "balanced")
-        if kind == "long_tailed":
-            tail = (result.split or {}).get("tail_classes") or []
-            pc = result.per_class_accuracy or []
-            row["tail accuracy"] = (sum(pc[c] for c in tail) / len(tail)) if tail and pc else float("nan")
-        if kind == "open_set":
-            row["AUROC"] = result.auroc if result.auroc is not None else float("nan")
-        row["seconds"] = result.wall_seconds
+               "options": knobs or "-", "steps": result.steps_done, "test accuracy": r["accuracy"]}
+        if r["split"] == "long_tailed":
+            row["tail accuracy"] = r["tail_accuracy"] if r["tail_accuracy"] is not None else float("nan")
+        if r["split"] == "open_set":
+            row["AUROC"] = r["auroc"] if r["auroc"] is not None else float("nan")
+        row["seconds"] = r["wall_seconds"]
         row["note"] = "; ".join(n for n in ("stopped early" if result.interrupted else "",
                                             "from the run cache" if result.from_cache else "") if n)
         self.rows.append(row)
         self.widget.value = self._html()
         return row
 
+    _FORMATS = {"test accuracy": lambda v: f"{v:.1%}", "tail accuracy": lambda v: f"{v:.1%}" if v == v else "n/a",
+                "AUROC": lambda v: f"{v:.3f}" if v == v else "n/a", "seconds": lambda v: f"{v:.1f}"}
+
     def _html(self) -> str:
         if not self.rows:
             return "<i>No runs yet: press Train.</i>"
-        cols = list(self.rows[0])
-        head = "".join(f"<th style='padding:2px 8px'>{html.escape(c)}</th>" for c in cols)
-        body = ""
         best = max(r["test accuracy"] for r in self.rows)
-        for r in self.rows:
-            cells = []
-            for c in cols:
-                v = r[c]
-                if c == "test accuracy":
-                    v = f"<b>{v:.1%}</b>" if v == best else f"{v:.1%}"
-                elif c == "tail accuracy":
-                    v = f"{v:.1%}" if v == v else "n/a"
-                elif c == "AUROC":
-                    v = f"{v:.3f}" if v == v else "n/a"
-                elif c == "seconds":
-                    v = f"{v:.1f}"
-                else:
-                    v = html.escape(str(v))
-                cells.append(f"<td style='padding:2px 8px'>{v}</td>")
-            body += "<tr>" + "".join(cells) + "</tr>"
-        return (f"<table class='sslteach-results' style='font-size:14px;border-collapse:collapse'>"
-                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        shown = [{c: self._FORMATS.get(c, str)(v) for c, v in r.items()} for r in self.rows]
+        bold = {(i, "test accuracy") for i, r in enumerate(self.rows) if r["test accuracy"] == best}
+        return html_table(shown, css_class="sslteach-results", bold=bold)
 
     def clear(self):
         self.rows.clear()
@@ -180,7 +137,7 @@ class LivePlot:
                 if record.get(key) is not None:
                     e = self.fig.data[idx]
                     e.x, e.y = tuple(e.x or ()) + (record["step"],), tuple(e.y or ()) + (record[key],)
-            for k in DIAGNOSTICS:
+            for k in diagnostics():
                 if record.get(k) is None:
                     continue
                 if k not in self._diag:
@@ -200,7 +157,7 @@ class LivePlot:
         return 0 if self._acc_trace is None else len(self.fig.data[self._acc_trace].x or ())
 
 
-class TrainingPanel:
+class TrainingPanel(Panel):
     """Controls for one or more methods on one dataset: method choice, dataset, label budget, steps, seed, the
     method's own knobs (rebuilt when the method changes), Train / Stop, live curves and the results table.
 
@@ -234,16 +191,16 @@ class TrainingPanel:
         self.dataset = W.Dropdown(options=datasets, value=dataset, description="dataset",
                                   layout=W.Layout(width="300px"))
         self.labels = W.IntSlider(value=labels_per_class, min=1, max=max_labels, description="labels/class",
-                                  continuous_update=False, style={"description_width": "110px"},
-                                  layout=W.Layout(width="360px"))
+                                  continuous_update=False, style=STYLE,
+                                  layout=W.Layout(width=WIDE))
         self.steps = W.IntSlider(value=steps, min=10, max=max(max_steps, steps), step=10, description="steps",
-                                 continuous_update=False, style={"description_width": "110px"},
-                                 layout=W.Layout(width="360px"))
+                                 continuous_update=False, style=STYLE,
+                                 layout=W.Layout(width=WIDE))
         self.seed = W.BoundedIntText(value=seed, min=0, max=10**6, description="seed", layout=W.Layout(width="200px"))
         check_choice("split", split, SPLIT_KINDS)
         self.split = split
         self.keep_models = check_int("keep_models", keep_models, 0)
-        slider = dict(continuous_update=False, style={"description_width": "110px"}, layout=W.Layout(width="360px"))
+        slider = dict(continuous_update=False, style=STYLE, layout=W.Layout(width=WIDE))
         self.imbalance = W.FloatSlider(value=imbalance_ratio, min=1, max=100, step=1, description="imbalance ratio",
                                        readout_format=".0f", tooltip="gamma = N_max / N_min of the labeled and "
                                        "unlabeled class sizes (CoSSL: 50, 100, 150 on CIFAR-10-LT)", **slider)
@@ -263,7 +220,6 @@ class TrainingPanel:
         self.results: list[TrainResult] = []
         self.trainer = None
         self._pending_stop = False
-        self._thread: threading.Thread | None = None
         self.method.observe(lambda ch: self._guard(self._build_knobs), names="value")
         self.train_button.on_click(lambda b: self._guard(self.start))
         self.stop_button.on_click(lambda b: self._guard(self.stop))
@@ -284,20 +240,6 @@ class TrainingPanel:
             note = [W.HTML("<small>* a CPU-scaled default: hover over the slider for the paper's value</small>")]
         self.knob_box.children = ([W.HTML(f"<b>{cls.name}</b>: {html.escape(cls.summary)}")]
                                   + list(self.knobs.values()) + note)
-
-    def _guard(self, fn, *args):
-        """Run a widget callback; show any exception in the panel instead of losing it."""
-        try:
-            return fn(*args)
-        except Exception as e:  # noqa: BLE001 - shown to the user, not swallowed
-            self.status.value = f"<span style='color:#b00'>Error: {html.escape(str(e))}</span>"
-            with self.errors:
-                traceback.print_exc()
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
 
     # ---------------------------------------------------------------- running
     def options(self, **overrides) -> dict:
@@ -364,20 +306,18 @@ class TrainingPanel:
         self._keep(result, owned=False)
         self.table.add(result, label)
 
-    def start(self) -> threading.Thread:
+    def start(self):
         """What the Train button does: :meth:`run` in a background thread, so Stop stays responsive."""
-        if self._thread is not None and self._thread.is_alive():
+        if self.busy:
             self.status.value = "A run is already in progress: press Stop first."
             return self._thread
         self.errors.clear_output()
         self._pending_stop = False
-        self._thread = threading.Thread(target=self._guard, args=(self.run,), daemon=True)
-        self._thread.start()
-        return self._thread
+        return self._launch(self.run)
 
     def stop(self) -> None:
         """What the Stop button does: end the current run after this step; its curve and row are kept."""
-        if self._thread is None or not self._thread.is_alive():
+        if not self.busy:
             self.status.value = "Nothing to stop: no run in progress."
             return
         if self.trainer is None:  # the run is still being set up: it stops as soon as it starts
@@ -385,89 +325,6 @@ class TrainingPanel:
         else:
             self.trainer.stop()
         self.status.value = "Stopping..."
-
-    def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-
-class BudgetExplorer:
-    """The start-here experiment: test accuracy against the number of labels per class for one method, with the
-    all-labels ceiling. Move the slider and press Train to add a point (each budget remembers its runs)."""
-
-    def __init__(self, method: str = "supervised", dataset: str = "digits", budgets=(1, 2, 5, 10, 20),
-                 steps: int = 300, seeds=(0,), device: str = "auto", train_options: dict | None = None):
-        self.method_name, self.dataset_name = method, dataset
-        self.steps, self.seeds, self.device = steps, tuple(seeds), device
-        self.train_options = dict(train_options or {})
-        self.budget = W.SelectionSlider(options=list(budgets), value=budgets[min(1, len(budgets) - 1)],
-                                        description="labels/class", continuous_update=False,
-                                        style={"description_width": "110px"}, layout=W.Layout(width="420px"))
-        self.train_button = W.Button(description="Train", button_style="success", icon="play")
-        self.status = W.HTML("Pick a label budget and press Train.")
-        self.errors = W.Output()
-        self.points: dict[int, list[float]] = {}
-        self.ceiling: float | None = None
-        fig = go.Figure()
-        fig.update_layout(height=400, width=760, template="plotly_white", font=dict(size=14),
-                          title=f"{method} on {dataset}: test accuracy against the label budget",
-                          xaxis=dict(title="labeled images per class (log scale)", type="log",
-                                     tickvals=list(budgets)),  # ticks at the budgets, not at 1.5 images
-                          yaxis=dict(title="test accuracy", range=[0, 1]), margin=dict(l=60, r=20, t=60, b=50))
-        fig.add_scatter(x=[], y=[], mode="markers+lines", name="trained here", marker=dict(size=11))
-        fig.add_scatter(x=[], y=[], mode="lines", name="all labels (ceiling)", line=dict(dash="dash", color="black"))
-        self.fig = go.FigureWidget(fig)
-        self.train_button.on_click(lambda b: self._guard(self.run))
-        self.widget = W.VBox([W.HBox([self.budget, self.train_button]), self.status, self.errors, self.fig])
-
-    def _guard(self, fn, *a):
-        try:
-            return fn(*a)
-        except Exception as e:  # noqa: BLE001
-            self.status.value = f"<span style='color:#b00'>Error: {html.escape(str(e))}</span>"
-            with self.errors:
-                traceback.print_exc()
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
-
-    def _train(self, split, seed):
-        return train(self.method_name, split=split, steps=self.steps, seed=seed, device=self.device,
-                     progress=False, **self.train_options)
-
-    def run(self, budget: int | None = None) -> float:
-        """Train at ``budget`` labels per class (mean over the seeds) and add the point to the plot."""
-        budget = self.budget.value if budget is None else budget
-        self.status.value = f"Training with {budget} labels per class..."
-        ds = load_dataset(self.dataset_name)
-        accs = [self._train(balanced_split(ds, budget, seed=s), s).test_accuracy for s in self.seeds]
-        self.points.setdefault(budget, []).extend(accs)
-        self._redraw()
-        mean = sum(accs) / len(accs)
-        self.status.value = f"{budget} labels/class: test accuracy {mean:.1%} (mean of {len(accs)} run(s))"
-        return mean
-
-    def run_ceiling(self) -> float:
-        """Train once on *every* training label: the best this model can do with these steps."""
-        from .data import Split
-
-        ds = load_dataset(self.dataset_name)
-        split = Split(ds, ds.x_train, ds.y_train, ds.x_train[:0], ds.y_train[:0], ds.x_test, ds.y_test,
-                      "all_labels", 0, {"labels_per_class": int(ds.class_counts().min())})
-        self.ceiling = self._train(split, 0).test_accuracy
-        self._redraw()
-        return self.ceiling
-
-    def _redraw(self):
-        xs = sorted(self.points)
-        with self.fig.batch_update():
-            self.fig.data[0].x, self.fig.data[0].y = xs, [sum(self.points[b]) / len(self.points[b]) for b in xs]
-            if self.ceiling is not None:
-                lo = min(xs + [1])
-                hi = max(xs + [int(self.budget.options[-1])])
-                self.fig.data[1].x, self.fig.data[1].y = [lo, hi], [self.ceiling, self.ceiling]
 
 
 # ------------------------------------------------------------------------------- notebook 06 (SWWAE): a model view
@@ -504,14 +361,10 @@ class ModelViewPanel(TrainingPanel):
 
     def redraw(self, model) -> bool:
         """Draw ``view(model)`` into the picture; returns whether there was something to draw."""
-        import io
-
         fig = self.view_fn(model) if (self.view_fn is not None and model is not None) else None
         if fig is None:
             return False
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight")
-        self.view.value = buf.getvalue()
+        self.view.value = png_bytes(fig)
         self.view_count += 1
         return True
 
