@@ -3,12 +3,13 @@
 #   make test   set everything up (first time only) and run the whole test suite
 #   make test-fast  the unit tests only
 #   make book   execute every notebook and build the static book in build/book/html
+#   make slides / handouts / prepare NB=03_fixmatch   the lecturer's kit (LECTURERS.md)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.sslteach-installed
 
-.PHONY: lab test test-fast setup bench book book-quick clean
+.PHONY: lab test test-fast test-browser setup bench claims book book-quick slides handouts prepare clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,8 +38,31 @@ book: $(STAMP)
 book-quick: $(STAMP)
 	$(PY) book/build.py --quick --out build/book-quick
 
+# The lecturer's kit (LECTURERS.md). slides: every notebook executed (run cache) and exported as reveal.js slides
+# in build/slides (open build/slides/03_fixmatch.html; offline; the book builds them too). handouts: the notebooks
+# without their solutions, in build/handouts. prepare: every training notebook NB asks for, into the run cache, the
+# day before the class (make prepare NB=03_fixmatch).
+slides: $(STAMP)
+	$(PY) book/build.py --slides-only --out build/slides
+
+handouts: $(STAMP)
+	$(PY) -m sslteach.lecture handouts --out build/handouts notebooks/[0-9][0-9]_*.ipynb
+
+NB ?=
+prepare: $(STAMP)
+	@test -n "$(NB)" || { echo "usage: make prepare NB=03_fixmatch"; exit 2; }
+	$(PY) -m sslteach prepare $(NB)
+
+# The browser tests alone: every notebook in JupyterLab, the live slideshows (RISE), the book in Chromium.
+test-browser: $(STAMP)
+	$(PY) -m pytest -n 2 -m "browser or book"
+
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --all --write benchmarks/RESULTS.md
+
+# Every paper's claim rerun at its notebook's regime, 3 seeds, through the run cache: CLAIMS.md (run it alone).
+claims: $(STAMP)
+	mkdir -p build && $(PY) -m sslteach claims run --all --seeds 0 1 2 --markdown CLAIMS.md --out build/claims.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache screenshots build

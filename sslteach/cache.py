@@ -245,13 +245,21 @@ def store_for(cache) -> RunCache | None:
 def run_spec(method, config, split) -> dict:
     """Everything that decides a run's result: the JSON behind its key (see the module docstring)."""
     tc = asdict(config)
-    for k in ("progress", "device"):
+    for k in ("progress", "device", "checkpoint", "checkpoint_every", "resume"):  # where, not what, a run computes
         tc.pop(k)
     return {"format": FORMAT, "method": f"{type(method).__module__}.{type(method).__qualname__}",
             "method_name": method.name, "method_config": method.config_dict(), "train_config": tc,
             "device": get_device(config.device).type, "dataset": split.dataset.name,
             "split": dict(split_settings(split)), "split_data": split_digest(split),
-            "code": code_digest(), "torch": torch.__version__}
+            "code": code_digest(), "torch": torch.__version__, **_processes()}
+
+
+def _processes() -> dict:
+    """A multi-process run (torchrun) is another run than the one-process one: its number of processes."""
+    from .distributed import ranks
+
+    world = ranks().world_size
+    return {"processes": world} if world > 1 else {}
 
 
 def store_result(store: RunCache, key: str, result, split) -> None:

@@ -12,6 +12,7 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from . import distributed
 from .data import DATASETS, OFFLINE_DATASETS, SPLIT_KINDS, SplitConfig
 from .methods import METHODS
 from .train import TrainConfig, resolve_options, train
@@ -53,8 +54,8 @@ def _add_field(parser, f):
         rng = f" [{m.get('low', '')}, {m.get('high') if m.get('high') is not None else 'inf'}]"
     paper = f" (paper: {m['paper']})" if m.get("paper") is not None else ""
     kw = {"dest": f.name, "default": None, "help": f"{m.get('help', '')}{rng}{paper} (default: {default})"}
-    if kind is bool:
-        kw.update(type=_bool, metavar="BOOL")
+    if kind is bool:  # --flag alone means true; --flag false turns it off
+        kw.update(type=_bool, metavar="BOOL", nargs="?", const=True)
     elif kind == "classes":
         kw["type"] = _classes
     elif kind in (int, float, str):
@@ -99,6 +100,22 @@ def _add_train_parser(sub, method: str | None):
     return tp
 
 
+def _add_claims_parser(sub):
+    cp = sub.add_parser("claims", help="the papers' claims: list them, or rerun one (or all) and print the verdict",
+                        description="Without arguments: list the claims (id, paper, regime, estimated time). "
+                                    "`claims run ID` reruns one claim through the run cache and prints its verdict.")
+    cp.add_argument("action", nargs="?", default="list", choices=("list", "run"))
+    cp.add_argument("claim", nargs="?", default=None, help="a claim id (see `claims`)")
+    cp.add_argument("--all", action="store_true", help="run every claim")
+    cp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (labeled sets) (default: 0 1 2)")
+    cp.add_argument("--scale", default="notebook", choices=("notebook", "test", "quick"),
+                    help="the notebook's regime (default), the test suite's smaller one, or a seconds-long smoke test")
+    cp.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    cp.add_argument("--out", default=None, help="write the runs, the numbers and the verdicts to this JSON file")
+    cp.add_argument("--markdown", default=None, help="write the table of CLAIMS.md to this file")
+    cp.add_argument("--no-cache", action="store_true", help="train every run again, store nothing")
+
+
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``method``, ``train`` knows that method's own options (and no other method's)."""
     p = argparse.ArgumentParser(prog="python -m sslteach", description="sslteach: semi-supervised learning, "
@@ -106,6 +123,10 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the methods and datasets")
     _add_train_parser(sub, method)
+    _add_claims_parser(sub)
+    from .lecture import add_prepare_parser  # `prepare NOTEBOOK`: the lecturer's warm-up (sslteach/lecture.py)
+
+    add_prepare_parser(sub)
     return p
 
 
@@ -163,7 +184,7 @@ def _train(parser, args) -> int:
     options = {k: given[k] for k in (*TRAIN_HELP, *method_fields, *SPLIT_FIELDS) if k in given}
     options["progress"] = not args.no_progress
     _, _, _, applied = resolve_options(METHODS[args.method], args.dataset, options)
-    if applied:
+    if applied and distributed.is_main():
         print("defaults for this run (any flag overrides them): "
               + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items()))
     try:
@@ -171,6 +192,8 @@ def _train(parser, args) -> int:
                        cache=False if args.no_cache else None, **options)
     except (ValueError, RuntimeError) as e:
         parser.exit(2, f"error: {e}\n")
+    if result is None or not distributed.is_main():  # torchrun: rank 0 reports for every rank
+        return 0
     print(result.summary())
     if result.per_class_accuracy and args.split != "balanced":
         print("per-class accuracy: " + " ".join(f"{v:.0%}" for v in result.per_class_accuracy))
@@ -185,10 +208,18 @@ def main(argv=None) -> int:
     method = method_in(argv)
     parser = build_parser(method)
     args, unknown = parser.parse_known_args(argv)
+    if args.command in ("list", "claims") and unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "list":
-        if unknown:
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         return _list()
+    if args.command == "claims":
+        from .claims.cli import claims_command
+
+        return claims_command(parser, args)
+    if args.command == "prepare":
+        from .lecture import prepare_command
+
+        return prepare_command(parser, args, unknown)
     if args.method not in METHODS:
         parser.exit(2, f"error: unknown method {args.method!r}; valid values: {', '.join(METHODS)}\n")
     _check_flags(parser, args, unknown)

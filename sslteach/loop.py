@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from . import augment as augment_mod
+from . import distributed
 from .data import IndexSampler, Split, split_settings, to_float
 from .evaluation import (EMA, auroc, balanced_accuracy, eval_batch_size, per_class_accuracy, predict_logits,
                          tail_accuracy)
@@ -71,6 +72,10 @@ class TrainConfig:
     device: str = _loop("auto", "'auto' (CUDA, then MPS, then CPU) | 'cpu' | 'cuda' | 'mps'")
     amp: bool = _loop(True, "mixed precision (bfloat16 / float16) on CUDA; ignored elsewhere")
     progress: bool = _loop(True, "tqdm progress bar")
+    sync_bn: bool = _loop(True, "several processes (torchrun): BatchNorm statistics over the global batch")
+    checkpoint: str = _loop("", "file of the run's checkpoint (empty: none); see --checkpoint-every and --resume")
+    checkpoint_every: int = _loop(0, "write the checkpoint every this many steps (0: never)")
+    resume: bool = _loop(False, "continue from the checkpoint file if it exists (bit for bit on a CPU)")
 
     def validate(self) -> "TrainConfig":
         check_int("steps", self.steps, 1)
@@ -87,6 +92,9 @@ class TrainConfig:
         check_int("width", self.width, 1)
         check_float("dropout", self.dropout, 0.0, 1.0)
         check_int("seed", self.seed, 0)
+        check_int("checkpoint_every", self.checkpoint_every, 0)
+        if (self.checkpoint_every or self.resume) and not self.checkpoint:
+            raise ValueError("checkpoint_every and resume need a checkpoint file: checkpoint=PATH (--checkpoint PATH)")
         get_device(self.device)
         return self
 
@@ -153,11 +161,24 @@ class Context:
     num_classes: int
     num_unlabeled: int
     autocast: Callable = nullcontext
+    rank: int = 0  # this process's rank and the number of processes training the model (torchrun)
+    world_size: int = 1
 
     @property
     def progress(self) -> float:
         """Fraction of training done, t / T, in [0, 1]."""
         return self.step / max(1, self.total_steps)
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` of every process concatenated in rank order (one process: ``t``): a method that updates state from
+        its batch (a bank, per-image targets, statistics) gathers the global batch first, so every rank's state
+        stays identical."""
+        return distributed.gather(t)
+
+    def broadcast(self, module: nn.Module) -> None:
+        """Rank 0's weights of ``module`` on every process (one process: nothing): after a method trains a part of
+        itself outside the loop's optimizer (CoSSL's head, fitted offline), every rank continues from the same one."""
+        distributed.broadcast_parameters(module)
 
     def lump(self, name: str):
         """``with ctx.lump("relabel"): ...`` marks a pass over a whole dataset that a method makes now and then
@@ -370,6 +391,8 @@ class Trainer:
         self.eval_seconds = 0.0  # time spent in the evaluations during training (the final one not included)
         self.final_pred: torch.Tensor | None = None
         self.ready = False
+        self.resumed_from: int | None = None  # the step a checkpoint was resumed at
+        self.ranks = distributed.Ranks()
 
     def add_callback(self, event: str, fn: Callable) -> None:
         check_choice("event", event, self.EVENTS)
@@ -393,6 +416,7 @@ class Trainer:
         """Everything before the first step, in a fixed order (so a seed repeats a run): seeds, the split on the
         device, the model, the method's state, optimizer, schedule, EMA, samplers and the evaluation subset."""
         cfg, method = self.config, self.method
+        self.ranks = distributed.init(self.device.type)
         seed_everything(cfg.seed)
         g = torch.Generator().manual_seed(cfg.seed)
         self.split_on_device = split = self.split.to(self.device)
@@ -401,20 +425,23 @@ class Trainer:
             self.model = build_model(method, cfg, ds.input_shape, split.num_classes)
         self.model = model = self.model.to(self.device)
         model.train()
-        params = param_groups(model, cfg.weight_decay)
+        if self.ranks.active:
+            self._check_divisible()
+            if cfg.sync_bn:
+                distributed.convert_batchnorm(model)
+            distributed.broadcast_parameters(model)
         self.autocast = autocast_for(self.device, cfg.amp)
         self.ctx = Context(augment_mod.for_dataset(ds, cutout=cfg.cutout), 0, cfg.steps, self.device,
-                           split.num_classes, len(split.y_ulb), self.autocast)
+                           split.num_classes, len(split.y_ulb), self.autocast, self.ranks.rank,
+                           self.ranks.world_size)
         method.setup(model, split, self.ctx)
-        extra = method.extra_parameters()
-        if extra:
-            params += param_groups(nn.ParameterList(extra), cfg.weight_decay)
-        if cfg.optimizer == "adam":  # momentum is Adam's own (betas); weight decay as L2 on the weights' group
-            self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
-        else:
-            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, (lambda k: cosine_lr_factor(k, cfg.steps)) if cfg.cosine else (lambda k: 1.0))
+        if self.ranks.active and cfg.sync_bn:  # the method's own networks (a projection head ...) too
+            for v in vars(method).values():
+                if isinstance(v, nn.Module):
+                    distributed.convert_batchnorm(v)
+        self.make_optimizer()
+        if self.ranks.rank > 0:  # each rank its own augmentation stream (rank 0 keeps the one-process stream)
+            seed_everything(cfg.seed * 1000 + self.ranks.rank)
         self.scaler = torch.amp.GradScaler("cuda") if (
             self.device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()) else None
         self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -427,18 +454,72 @@ class Trainer:
         self._window: dict[str, list[float]] = {}
         self._t0 = time.perf_counter()
         self.ready = True
+        if cfg.resume and Path(cfg.checkpoint).expanduser().exists():
+            from . import checkpoint
+
+            checkpoint.restore(self, checkpoint.load(self, cfg.checkpoint))
+            self.resumed_from = self.step
+
+    def _check_divisible(self) -> None:
+        world = self.ranks.world_size
+        mu = self.method.unlabeled_ratio()
+        for n, what in ((self.config.batch_size, "batch_size"), (int(mu * self.config.batch_size), "mu x batch_size")):
+            if n % world:
+                raise ValueError(f"{what} ({n}) must be a multiple of the number of processes ({world}): the global "
+                                 "batch is split evenly over them")
+
+    def make_optimizer(self) -> None:
+        """The optimizer over the model's and the method's trainable parameters (weight decay on weights only),
+        and the learning-rate schedule."""
+        cfg = self.config
+        params = param_groups(self.model, cfg.weight_decay)
+        extra = self.method.extra_parameters()
+        if extra:
+            params += param_groups(nn.ParameterList(extra), cfg.weight_decay)
+        if cfg.optimizer == "adam":  # momentum is Adam's own (betas); weight decay as L2 on the weights' group
+            self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, (lambda k: cosine_lr_factor(k, cfg.steps)) if cfg.cosine else (lambda k: 1.0))
+
+    def run_identity(self) -> dict:
+        """What a checkpoint must match to be resumed by this trainer: the method and its settings, the loop
+        settings (other than where and how often to checkpoint), the split, the training code and torch."""
+        from .cache import code_digest, split_digest
+
+        tc = {k: v for k, v in asdict(self.config).items()
+              if k not in ("progress", "device", "checkpoint", "checkpoint_every", "resume")}
+        return {"method": self.method.name, "method_config": self.method.config_dict(), "train_config": tc,
+                "split": split_settings(self.split), "split_data": split_digest(self.split), "code": code_digest(),
+                "torch": torch.__version__}
+
+    def save_checkpoint(self, path=None) -> Path:
+        """Write the run's checkpoint now (to ``config.checkpoint`` unless ``path`` is given)."""
+        from . import checkpoint
+
+        with phase("checkpoint"):
+            return checkpoint.save(self, path or self.config.checkpoint)
 
     def next_batch(self) -> Batch:
         """The next labeled (and unlabeled) batch: indices from the samplers, images gathered as floats."""
         split = self.split_on_device
         with phase("batch indices"):
-            i_lb = next(self.lb_sampler)
-            i_ulb = next(self.ulb_sampler) if self.ulb_sampler is not None else None
+            i_lb = self._shard(next(self.lb_sampler))
+            i_ulb = self._shard(next(self.ulb_sampler)) if self.ulb_sampler is not None else None
         with phase("batch images"):
             batch = Batch(to_float(split.x_lb[i_lb]), split.y_lb[i_lb], idx_lb=i_lb)
             if i_ulb is not None:
                 batch.x_ulb, batch.y_ulb, batch.idx_ulb = to_float(split.x_ulb[i_ulb]), split.y_ulb[i_ulb], i_ulb
         return batch
+
+    def _shard(self, idx: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous slice of the global batch's indices (one process: all of them)."""
+        r = self.ranks
+        if not r.active:
+            return idx
+        n = len(idx) // r.world_size
+        return idx[r.rank * n: (r.rank + 1) * n]
 
     def train_step(self, batch: Batch) -> dict:
         """One optimizer step on ``batch``: the method's loss, backward, SGD, schedule, EMA, the method's
@@ -450,6 +531,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with phase("backward"):
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        if self.ranks.active:
+            with phase("all-reduce"):
+                distributed.average_gradients([p for grp in self.optimizer.param_groups for p in grp["params"]])
         with phase("optimizer step"):
             if self.scaler is not None:
                 self.scaler.step(self.optimizer)
@@ -479,6 +563,9 @@ class Trainer:
     def evaluate(self, final: bool = False) -> dict:
         """One history record: the step, time, learning rate, the mean of every log since the last record, and
         the :class:`Evaluator`'s accuracies (on every test image when ``final``). Fires ``on_eval``."""
+        if not self.ranks.main:  # rank 0 alone evaluates; the others only keep their window of logs short
+            self._window.clear()
+            return {"step": self.step, "test_acc_report": float("nan"), "final": final}
         t_eval = time.perf_counter()
         with phase("final evaluation" if final else "evaluation"):
             rec = {"step": self.step, "time": time.perf_counter() - self._t0,
@@ -505,29 +592,51 @@ class Trainer:
         with self.timer.active():
             if not self.ready:
                 self.setup()
-            self._t0 = time.perf_counter()
-            interrupted = self._loop()
+            if self.resumed_from is None:
+                self._t0 = time.perf_counter()
+            interrupted = self._distributed_guard(self._loop)
             try:
                 rec = self.evaluate(final=True)
             except KeyboardInterrupt:  # Ctrl-C again during the final evaluation: keep what we have, unevaluated
                 interrupted = True
                 rec = dict(self.history.records[-1]) if self.history.records else {"test_acc_report": float("nan")}
                 self.final_pred = None
+            if self.ranks.active:
+                self._distributed_guard(distributed.barrier)  # the others wait for rank 0's final evaluation
         result = self._result(rec, interrupted or self.step < cfg.steps, time.perf_counter() - self._t0)
         self._fire("on_train_end", rec)
         return result
+
+    def _distributed_guard(self, fn):
+        """``fn()``; in a multi-process run, Ctrl-C or a failed collective (another rank died) becomes a one-line
+        :class:`~sslteach.distributed.DistributedError` on every rank, and nothing is stored."""
+        if not self.ranks.active:
+            return fn()
+        where = f"rank {self.ranks.rank} of {self.ranks.world_size}"
+        try:
+            out = fn()
+        except RuntimeError as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise distributed.DistributedError(f"{where}: the run stopped at step {self.step} ({first}); another "
+                                               "rank failed or stopped; nothing was stored") from None
+        if out is True:  # Ctrl-C ended the loop
+            raise distributed.DistributedError(f"{where}: stopped (Ctrl-C, or torchrun ended it after another rank "
+                                               f"failed) at step {self.step}; nothing was stored")
+        return out
 
     def _loop(self) -> bool:
         """The steps, with the progress bar and the evaluations during training; True if Ctrl-C ended them."""
         cfg = self.config
         bar = None
-        if cfg.progress:
+        if cfg.progress and self.ranks.main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.steps, desc=self.method.name, leave=False, dynamic_ncols=True)
         try:
             while self.step < cfg.steps and not self.stop_requested:
                 logs = self.train_step(self.next_batch())
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.ranks.main:
+                    self.save_checkpoint()
                 self._fire("on_step", logs)
                 if bar is not None:
                     bar.update(1)
@@ -551,6 +660,8 @@ class Trainer:
                  "eval_seconds": self.eval_seconds}
         if lumps:
             extra["lump_seconds"] = lumps
+        if self.resumed_from is not None:
+            extra["resumed_from_step"] = self.resumed_from
         result = TrainResult(
             method=method.name, dataset=split.dataset.name, labels_per_class=split.info.get("labels_per_class"),
             steps=cfg.steps, steps_done=self.step, seed=cfg.seed, device=self.device.type,

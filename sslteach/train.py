@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch.nn as nn
 
+from . import distributed
 from .cache import RunCache, load_result, make_key, run_spec, store_for, store_result
 from .data import DATASETS, Split, SplitConfig, load_dataset, make_split
 from .evaluation import EMA, evaluate, predict  # noqa: F401 - re-exported: sslteach.train.evaluate etc. still work
@@ -149,6 +150,9 @@ def run(spec: RunSpec, callbacks: dict | None = None, trainer_hook: Callable | N
             trainer_hook(trainer)
         return trainer.fit()
 
+    ranks = distributed.ranks()
+    if ranks.active:  # torchrun: rank 0 alone reads and writes the run cache; the others follow its decision
+        return _run_distributed(spec, store, fit, callbacks, ranks)
     if store is None:
         return fit()
     key = spec.cache_key()
@@ -162,6 +166,24 @@ def run(spec: RunSpec, callbacks: dict | None = None, trainer_hook: Callable | N
         result = fit()
         if not result.interrupted:
             store_result(store, key, result, spec.split)
+    return result
+
+
+def _run_distributed(spec: RunSpec, store, fit, callbacks, ranks) -> TrainResult | None:
+    """One run on several processes: rank 0 looks the run up and tells the others; a hit ends the run (the other
+    ranks return ``None``); otherwise every rank trains, rank 0 stores the finished run, the others return their
+    (unevaluated) result."""
+    from .utils import get_device
+
+    distributed.init(get_device(spec.config.device).type)
+    key = spec.cache_key() if store is not None else None
+    hit = load_result(store, key, spec.method, spec.config, spec.split, callbacks) if ranks.main and key else None
+    if distributed.broadcast_object(hit is not None):
+        return hit if ranks.main else None
+    result = fit()
+    if ranks.main and store is not None and not result.interrupted:
+        store_result(store, key, result, spec.split)
+    distributed.barrier()
     return result
 
 

@@ -110,6 +110,9 @@ class Lab:
                 cell.outputs, cell.execution_count = [], None
         nb = parameterize_notebook(nb, parameters, kernel_name="python3", language="python")
         nbformat.write(nb, str(self.root / f"{name}.ipynb"))
+        from sslteach import lecture  # the slide metadata of the lecture rule (RISE reads it; nothing else does)
+
+        lecture.apply_file(self.root / f"{name}.ipynb")
 
     def env(self) -> dict:
         """Private Jupyter config/data/runtime/settings/workspaces dirs: nothing from ~/.jupyter leaks in, nothing is
@@ -128,6 +131,11 @@ class Lab:
             f = d["JUPYTERLAB_SETTINGS_DIR"] / f"{key}.jupyterlab-settings"
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text(json.dumps(value))
+        if os.environ.get("SSLTEACH_LAB_DISABLE"):  # e.g. @jupyterlab/mathjax3-extension: try the suite without it
+            labconfig = d["JUPYTER_CONFIG_DIR"] / "labconfig"
+            labconfig.mkdir(parents=True, exist_ok=True)
+            (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": {
+                e: True for e in os.environ["SSLTEACH_LAB_DISABLE"].split(",")}}))
         env.update(kernels.env_for(d["JUPYTER_DATA_DIR"]))  # `python3` = this interpreter, whatever ~/.local holds
         env.pop("JUPYTER_TOKEN", None)
         env["PYTHONUNBUFFERED"] = "1"
@@ -617,6 +625,13 @@ def execute(name: str, parameters: dict, folder: Path, record: dict) -> None:
         record["screenshots"] = [str(p) for p in paths]
         record["screenshot_seconds"] = time.perf_counter() - t0
         report.append(f"screenshots ({record['screenshot_seconds']:.0f} s): " + ", ".join(p.name for p in paths))
+        if name in SLIDESHOW:  # the same kernel, its widgets live: the notebook as a RISE slideshow
+            show = record["slideshow"] = {}
+            try:
+                slideshow(context, lab, name, show, shots)
+            except Exception as e:  # noqa: BLE001 - reported by test_notebook_as_a_rise_slideshow only
+                show["error"] = f"{type(e).__name__}: {e}"
+            record["screenshots"] += show.get("screenshots", [])
     except BaseException:
         try:
             page.screenshot(path=str(shots / f"{name}_FAILED.png"), full_page=True)
@@ -635,3 +650,129 @@ def execute(name: str, parameters: dict, folder: Path, record: dict) -> None:
             for p in record.get("screenshots", []):
                 if Path(p).exists():
                     shutil.copy(p, Path(artifacts) / Path(p).name)
+
+
+# ------------------------------------------------------------------------------------------------ the slideshow
+#: The notebooks the suite also shows as a RISE slideshow (issue 28): the start page, a method, the comparison.
+SLIDESHOW = ("00_start_here", "03_fixmatch", "10_compare")
+T_SLIDES = 120 * SCALE      # the RISE app loaded, reveal.js showing the first slide
+#: What the browser console says when the RISE app cannot load the ipywidgets manager (jupyterlab-contrib/rise#119;
+#: labextension/static/remoteEntry.js is the stand-in that fixes it).
+WIDGET_MANAGER_FAILURES = re.compile(r"Failed to create module: package: @jupyter-widgets|jupyterWidgetRegistry|"
+                                     r"anywidget:plugin", re.I)
+JS_SLIDE_STATE = """() => {
+  const cur = document.querySelector('.reveal .slides > section.present');
+  const sub = cur && (cur.querySelector('section.present') || cur);
+  const q = s => sub ? sub.querySelectorAll(s) : [];
+  return {hash: location.hash, text: sub ? sub.innerText.trim().slice(0, 200) : '',
+          images: Array.from(q('img')).filter(i => i.naturalWidth > 0).length,
+          panels: q('.sslteach-panel').length, compare: q('.sslteach-compare').length,
+          plots: q('.js-plotly-plot svg.main-svg').length,
+          reprs: Array.from(q('.jp-OutputArea-output')).map(o => o.innerText.trim())
+                   .filter(t => /^(VBox|HBox|FigureWidget|Box)\\(/.test(t)).length};
+}"""
+JS_SLIDE_POINTS = """() => {
+  const cur = document.querySelector('.reveal .slides > section.present');
+  const sub = cur && (cur.querySelector('section.present') || cur);
+  return sub ? sub.querySelectorAll('.sslteach-panel .js-plotly-plot .subplot.xy .scatterlayer .trace .point').length : 0;
+}"""
+
+
+def slideshow(context, lab: "Lab", name: str, record: dict, shots: Path) -> None:
+    """The executed notebook (its kernel still running, with the slide metadata of :mod:`sslteach.lecture`'s rule) as
+    a RISE slideshow, what *View → Rise Slides* opens (jupyterlab-rise's ``/rise/`` app): one reveal.js section per
+    slide and subslide of the rule; Space moves through every one to the last; the markdown is rendered and the
+    figures shown; the widgets render on their slides (no "VBox(...)" text); on the training panel's slide, Train
+    (at the steps slider's minimum) runs and its row reaches the results table. Fills ``record`` (counts, slides
+    seen, screenshots, the live curve's points); raises ``AssertionError`` with what went wrong."""
+    from sslteach import lecture
+
+    counts = lecture.slide_counts(json.loads((lab.root / f"{name}.ipynb").read_text()))
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
+    record.update(counts=counts, seen=[], screenshots=[], trained=None)
+    try:
+        t0 = time.perf_counter()
+        page.goto(f"{lab.url}/rise/{name}.ipynb?token={lab.token}", timeout=T_SLIDES * 1000)
+        page.wait_for_selector(".reveal .slides > section.present", timeout=T_SLIDES * 1000)
+        _wait(page, "() => location.hash.startsWith('#/slide-0')", T_SLIDES, "reveal.js to show the first slide")
+        _wait(page, "() => !document.querySelector('.reveal').innerText.includes('Loading widget...')", 60,
+              "the widgets of the slideshow to load")
+        _frames(page, 4)
+        record["open_seconds"] = time.perf_counter() - t0
+        top = page.evaluate("() => document.querySelectorAll('.reveal .slides > section').length")
+        every = page.evaluate("() => document.querySelectorAll('.reveal .slides section').length") - top
+        assert top == counts.get("slide", 0), f"{name}: {top} slides in the slideshow, the rule gives {counts}"
+        assert every == counts.get("slide", 0) + counts.get("subslide", 0), \
+            f"{name}: {every} slides and subslides in the slideshow, the rule gives {counts}"
+        title = page.evaluate(JS_SLIDE_STATE)["text"]
+        assert title.startswith(name[:2]), f"{name}: the first slide does not show the title: {title[:80]!r}"
+        seen = record["seen"]
+        for _ in range(every + 2):  # Space: the next slide or subslide, in reading order
+            state = page.evaluate(JS_SLIDE_STATE)
+            if seen and state["hash"] == seen[-1]["hash"]:
+                break
+            seen.append(state)
+            if len(seen) <= 2 or state["panels"] or state["compare"]:
+                path = shots / f"{name}_slide{len(seen)}.png"
+                page.screenshot(path=str(path))
+                record["screenshots"].append(str(path))
+            if state["panels"] and record["trained"] is None:
+                record["trained"] = _train_on_slide(page, name, shots, record)
+            page.keyboard.press("Space")
+            _frames(page, 3)
+        assert len(seen) == every, f"{name}: Space went through {len(seen)} of {every} slides"
+        raw = [s["text"][:60] for s in seen if re.match(r"#{1,3} ", s["text"])]
+        assert not raw, f"{name}: markdown not rendered on the slides: {raw}"
+        assert any(s["images"] for s in seen), f"{name}: no figure on any slide"
+        manager = [m[:300] for m in console if WIDGET_MANAGER_FAILURES.search(m)]
+        assert not manager, f"{name}: the widget manager did not load in the slideshow: {manager[:3]}"
+        reprs = [i + 1 for i, s in enumerate(seen) if s["reprs"]]
+        assert not reprs, f"{name}: widgets shown as text (not rendered) on slides {reprs}"
+        if _needs_panel(name):
+            assert record["trained"], f"{name}: no training panel on any slide"
+        else:
+            assert any(s["panels"] or s["compare"] for s in seen), f"{name}: no panel rendered on any slide"
+        record["seconds"] = time.perf_counter() - t0
+    except BaseException:
+        try:
+            page.screenshot(path=str(shots / f"{name}_slides_FAILED.png"))
+            record["screenshots"].append(str(shots / f"{name}_slides_FAILED.png"))
+        except Exception:  # noqa: BLE001 - the original failure matters more
+            pass
+        raise
+    finally:
+        page.close()
+
+
+def _train_on_slide(page, name: str, shots: Path, record: dict) -> str:
+    """On the panel's slide: the steps slider back to its minimum, Train, and the run reaches the results table (the
+    buttons, sliders and table of the live widgets work on the slide). The live curve's points before and after go
+    to ``record["curve_points"]`` (test_the_live_curve_moves_in_the_rise_slideshow)."""
+    from playwright.sync_api import expect
+
+    slide = page.locator(".reveal .slides > section.present")
+    panel = slide.locator(".sslteach-panel").first
+    train = panel.locator("button.widget-button", has_text=re.compile(r"^\s*Train\s*$")).first
+    panel.scroll_into_view_if_needed()
+    expect(train, f"{name}: Train not enabled on the slide").to_be_enabled(timeout=30_000)
+    _, steps_handle, steps_readout = _slider(panel, "steps")
+    smin = str(int(float(steps_handle.get_attribute("aria-valuemin"))))
+    _press_on_slider(page, steps_handle, steps_readout, "Home", smin, "steps slider on the slide to its minimum")
+    rows = panel.locator("table.sslteach-results tbody tr").count()
+    before = page.evaluate(JS_SLIDE_POINTS)
+    t0 = time.perf_counter()
+    train.click()
+    _wait(page, "([p, n]) => p.querySelectorAll('table.sslteach-results tbody tr').length > n", T_TRAIN,
+          "the run started on the slide to reach the results table", arg=[panel.element_handle(), rows])
+    expect(train, f"{name}: Train not enabled again after the run on the slide").to_be_enabled(timeout=T_STOP * 1000)
+    _frames(page, 4)
+    after = page.evaluate(JS_SLIDE_POINTS)
+    record["curve_points"] = [before, after]
+    path = shots / f"{name}_slide_trained.png"
+    page.screenshot(path=str(path))
+    record["screenshots"].append(str(path))
+    return (f"Train on the slide ({smin} steps): a new row in {time.perf_counter() - t0:.1f} s; live curve points "
+            f"{before} -> {after}")

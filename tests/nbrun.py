@@ -8,7 +8,8 @@
 The record is stored in the folder ``shared`` (common to all pytest-xdist workers) under a file lock, so the
 browser test, the notebook's own assertions and the book test all read the same execution. The executor is
 JupyterLab in Chromium (:mod:`browser`: Run All as a student would, the widgets checked, the panel driven), or
-papermill where Chromium is missing (outside CI) or ``SSLTEACH_NB_EXECUTOR=papermill``.
+papermill's parameters run by the project's watchdog executor (:func:`sslteach.execute.execute_notebook`) where
+Chromium is missing (outside CI) or ``SSLTEACH_NB_EXECUTOR=papermill``.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-CELL_TIMEOUT = 300  # seconds per cell: nbclient can wait forever for a reply a kernel lost (jupyter/nbclient#312)
+CELL_TIMEOUT = 300  # seconds per cell: the back-stop; a reply the kernel lost is noticed within a minute (execute.py)
 
 
 def all_notebooks() -> list[str]:
@@ -114,20 +115,13 @@ def _notebook_run_locked(name: str, folder: Path, record_path: Path) -> dict:
 
 
 def _papermill(name: str, parameters: dict, folder: Path) -> None:
-    import papermill as pm
-
+    """The fallback executor: papermill's parameters, run by the project's watchdog executor
+    (:func:`sslteach.execute.execute_notebook`: a lost reply or a cell over its limit restarts the notebook)."""
     import kernels
+    from sslteach.execute import execute_notebook
 
     work = folder / "papermill-cwd"
     work.mkdir(exist_ok=True)
-    with kernels.private_kernelspec(folder / "jupyter-data") as env:
-        for attempt in (1, 2):
-            try:
-                pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(folder / f"{name}.ipynb"),
-                                    parameters=parameters, kernel_name="python3", cwd=str(work),
-                                    progress_bar=False, execution_timeout=CELL_TIMEOUT)
-                return
-            except Exception as e:  # noqa: BLE001
-                if attempt == 2 or "Timeout" not in type(e).__name__ + str(e)[:300]:
-                    raise
-        del env
+    with kernels.private_kernelspec(folder / "jupyter-data"):
+        execute_notebook(NOTEBOOKS / f"{name}.ipynb", folder / f"{name}.ipynb", parameters, cwd=work,
+                         timeout=CELL_TIMEOUT, attempts=2, label=name)

@@ -85,3 +85,91 @@ def shuffled_batch_and_ctx(digits, b=4, mu=3, step=0, total=10, aug=None, num_un
     batch = Batch(x[idx_lb], y[idx_lb], x[base + idx_ulb], y[base + idx_ulb], idx_ulb=idx_ulb, idx_lb=idx_lb)
     ctx = Context(aug or Augmenter("image"), step, total, torch.device("cpu"), 10, num_unlabeled)
     return batch, ctx
+
+
+# ----------------------------------------------------------------------------- BatchNorm, passes, gradients (issue 25)
+class Call:
+    """One forward pass of a :class:`BNRecordingNet`: its input (a copy), whether the net was in training mode and
+    gradients were on, the BatchNorm running statistics *before* the pass, and its outputs (with their graph)."""
+
+    def __init__(self, x, training, grad, running, logits, feats):
+        self.x, self.training, self.grad, self.running = x, training, grad, running
+        self.logits, self.feats = logits, feats
+
+
+class BNRecordingNet(nn.Module):
+    """A tiny network *with BatchNorm* (as the usual small CNN has): ``features = tanh(BN(W x))`` ``[N, d]``,
+    ``logits = head(features)``; returns ``(logits, features)`` and has ``feature_dim``. Every pass is kept in
+    ``calls`` (:class:`Call`), so a test can check how many passes a step made, on which images, in which BatchNorm
+    mode and with or without gradient. Logits and features of a pass with gradient keep their ``.grad``
+    (``retain_grad``). A deep copy (an EMA teacher) starts with an empty record."""
+
+    def __init__(self, in_dim=64, d=8, num_classes=10, momentum=0.1):
+        super().__init__()
+        self.body = nn.Linear(in_dim, d)
+        self.bn = nn.BatchNorm1d(d, momentum=momentum)
+        self.head = nn.Linear(d, num_classes)
+        self.feature_dim = d
+        self.calls: list[Call] = []
+
+    def __getstate__(self):  # deepcopy: an EMA copy gets its own, empty record
+        state = dict(self.__dict__)
+        state["calls"] = []
+        return state
+
+    def forward(self, x):
+        running = (self.bn.running_mean.clone(), self.bn.running_var.clone())
+        feats = torch.tanh(self.bn(self.body(x.flatten(1))))
+        logits = self.head(feats)
+        if logits.requires_grad:
+            logits.retain_grad()
+            feats.retain_grad()
+        self.calls.append(Call(x.detach().clone(), self.training, torch.is_grad_enabled(), running, logits, feats))
+        return logits, feats
+
+    def features_by_hand(self, x, train: bool, running=None):
+        """The features recomputed from the weights alone: BatchNorm with the batch's own statistics
+        (``train=True``) or with ``running = (mean, var)`` (default: the current running statistics)."""
+        h = x.flatten(1) @ self.body.weight.T + self.body.bias
+        if train:
+            mean, var = h.mean(0), h.var(0, unbiased=False)
+        else:
+            mean, var = running if running is not None else (self.bn.running_mean, self.bn.running_var)
+        h = (h - mean) / torch.sqrt(var + self.bn.eps) * self.bn.weight + self.bn.bias
+        return torch.tanh(h)
+
+    def logits_by_hand(self, x, train: bool, running=None):
+        f = self.features_by_hand(x, train, running)
+        return f @ self.head.weight.T + self.head.bias, f
+
+
+def bn_running_after(running, h, momentum=0.1):
+    """BatchNorm's running statistics after one training-mode pass over pre-activations ``h`` ``[N, d]`` (unbiased
+    variance, as PyTorch keeps it)."""
+    mean, var = running
+    return ((1 - momentum) * mean + momentum * h.mean(0), (1 - momentum) * var + momentum * h.var(0, unbiased=True))
+
+
+def grads(loss, params):
+    """d loss / d p for every parameter (zeros where the loss does not depend on it), the graph kept."""
+    params = list(params)
+    g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if gi is None else gi for p, gi in zip(params, g)]
+
+
+def assert_same_grads(got, want, names=None, rtol=1e-4, atol=1e-6):
+    for i, (a, b) in enumerate(zip(got, want)):
+        name = names[i] if names else i
+        assert torch.allclose(a, b, rtol=rtol, atol=atol), f"gradient of {name} differs: {(a - b).abs().max():.3g}"
+
+
+def untag(kind: str, k: int, v: torch.Tensor) -> torch.Tensor:
+    """The images a :class:`TaggedAug` view was made from: call ``k`` (1-based) of ``kind``."""
+    return v - 0.01 * k if kind == "weak" else (v - 0.02 * k) / 0.5
+
+
+def rows_in(x: torch.Tensor, pool: torch.Tensor, atol=1e-5) -> torch.Tensor:
+    """For each image of ``x``, its position in ``pool`` (-1 where it is not there)."""
+    d = (x.flatten(1)[:, None, :] - pool.flatten(1)[None, :, :]).abs().amax(dim=2)  # [N, M]
+    best, pos = d.min(dim=1)
+    return torch.where(best <= atol, pos, torch.full_like(pos, -1))

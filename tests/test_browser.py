@@ -36,3 +36,32 @@ def test_notebook_in_jupyterlab(name, tmp_path_factory):
         pytest.fail(f"{name} was executed by {run['executor']}, not in JupyterLab (SSLTEACH_NB_EXECUTOR?)")
     assert run["error"] is None, run["error"] + "\n" + run.get("traceback", "")[-2000:]
     assert run.get("screenshots"), f"{name}: no screenshot taken"
+
+
+# ------------------------------------------------------------------------------------------------ the slideshow
+@pytest.mark.parametrize("name", browser.SLIDESHOW)
+def test_notebook_as_a_rise_slideshow(name, tmp_path_factory):
+    """The suite's run of the notebook, then the same notebook (the slide rule's metadata, its kernel still running)
+    as a RISE slideshow: a section per slide and subslide, Space reaches the last slide, markdown rendered, figures
+    shown, the widgets rendered on their slides (not their text repr), and Train on the panel's slide runs and adds
+    a row to the panel's table (see :func:`browser.slideshow`; the live curve: the next test). Screenshots of the
+    slides go with the notebook's (``$SSLTEACH_ARTIFACTS``)."""
+    _require_browser()
+    run = nbrun.notebook_run(name, shared_dir(tmp_path_factory))
+    show = run.get("slideshow")
+    if show is None:
+        pytest.fail(f"{name}: the slideshow was not reached: {run.get('error') or run.get('executor')}", pytrace=False)
+    print(f"\n{name}: slides {show.get('counts')}, opened in {show.get('open_seconds', 0):.0f} s, "
+          f"{len(show.get('seen', []))} slides seen; {show.get('trained')}")
+    assert "error" not in show, show["error"]
+
+
+@pytest.mark.xfail(strict=False, reason="in jupyterlab-rise's slideshow app the plotly FigureWidget draws its axes but "
+                                        "no traces, neither restored nor added by a run (seen 2026-12-02; the table "
+                                        "and buttons work): the curve does not move on the slide")
+@pytest.mark.parametrize("name", [n for n in browser.SLIDESHOW if browser._needs_panel(n)])
+def test_the_live_curve_moves_in_the_rise_slideshow(name, tmp_path_factory):
+    _require_browser()
+    show = nbrun.notebook_run(name, shared_dir(tmp_path_factory)).get("slideshow") or {}
+    before, after = show.get("curve_points") or (0, 0)
+    assert after > before, f"{name}: the live curve on the slide has {before} -> {after} points after Train"

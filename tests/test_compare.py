@@ -255,8 +255,24 @@ def test_which_method_when_is_written_from_the_numbers():
     assert "fixmatch +20.0 points at 1 vs +5.0 points at 8" in text and "scarcest for fixmatch" in text
     assert "FixMatch's tail-class accuracy is 20.0 %, below" in text
     assert "cossl, built for this setting, vs FixMatch: +25.0 points in tail-class accuracy" in text
-    assert "best outlier AUROC openmatch (0.900)" in text and "+0.300 in outlier AUROC" in text
+    assert "ahead of every other method on every seed in outlier AUROC: **openmatch** (0.900" in text
+    assert "+0.300 in outlier AUROC" in text
     assert "Caveats" in text and "500 steps" in text
+
+
+def test_a_realistic_split_names_a_leader_only_when_every_seed_agrees():
+    """Notebook 10's long-tailed and open-set lines name a method only if it is ahead of every other method on every
+    seed (paired); where the seeds disagree the line says so, whatever the means."""
+    rows = [_row(m, s, a, split="open_set", auroc=u) for m, s, a, u in (
+        ("fixmatch", 0, 0.80, 0.60), ("fixmatch", 1, 0.80, 0.90), ("openmatch", 0, 0.80, 0.85),
+        ("openmatch", 1, 0.80, 0.80), ("supervised", 0, 0.70, 0.50), ("supervised", 1, 0.70, 0.55))]
+    op = compare.Table(rows)
+    assert compare.leader(op, "auroc") is None  # openmatch has the higher mean (0.825 vs 0.75) but loses seed 1
+    text = compare.which_method_when(compare.Table(), open_set=op)
+    assert "no method ahead of all the others on every seed in outlier AUROC (highest mean: openmatch, 0.825)" in text
+    assert "**openmatch**" not in text
+    rows[3]["auroc"] = 0.95
+    assert compare.leader(compare.Table(rows), "auroc") == "openmatch"
 
 
 def test_papers_table_quotes_each_result_with_its_setting():

@@ -21,7 +21,6 @@ from sslteach.methods.openmatch import (OpenMatch, OpenMatchConfig, OpenSetNet, 
                                         with_outlier_share)
 from sslteach.train import Batch, Context
 
-from conftest import claim_runs
 
 
 def _nls(z: float) -> float:
@@ -570,47 +569,8 @@ def test_panel_trains_openmatch_with_an_auroc_column():
 # ----------------------------------------------------------------------------- the claims and the notebook
 #: The claims' setting: the open-set digits split of notebook 09 (0-5 known, 6-9 unlabeled outliers, 5 labels per
 #: known class) at the claim scale (width 16, B = 16), 400 steps, evaluated once at the end.
-CLAIM_OPEN = dict(split="open_set", known_classes=6, labels_per_class=5, steps=400, eval_every=400)
-
-
-@pytest.fixture(scope="module")
-def open_set_claims():
-    """FixMatch, OpenMatch and OpenMatch without SOCR, seeds 0-2 (shared by the two claim tests)."""
-    return {"fixmatch": claim_runs("fixmatch", **CLAIM_OPEN), "openmatch": claim_runs("openmatch", **CLAIM_OPEN),
-            "no_socr": claim_runs("openmatch", lambda_socr=0.0, **CLAIM_OPEN)}
-
-
 def _mean(rs, key):
     return sum(getattr(r, key) for r in rs) / len(rs)
-
-
-@pytest.mark.slow
-def test_openmatch_ova_auroc_beats_fixmatch_softmax_auroc(open_set_claims):
-    """Paper, Table 1: OpenMatch's outlier AUROC (its OVA score) far above FixMatch's (1 - max softmax), closed-set
-    accuracy no worse. Measured at this scale (400 steps, seeds 0-2): AUROC OpenMatch 0.911 / 0.913 / 0.898 (mean
-    0.907) against FixMatch 0.816 / 0.873 / 0.851 (mean 0.847); closed-set accuracy 95.2 / 96.0 / 96.0 % against
-    95.2 / 96.7 / 94.5 % (means 95.7 vs 95.5 %). Asserted: +0.03 AUROC on the mean, every seed ahead, accuracy
-    within 2 points. The gap grows with training: FixMatch's AUROC keeps falling as more outliers pass its
-    threshold (notebook 09, 1000 steps, B = 32: 0.888 against 0.647 over the same seeds)."""
-    fm, om = open_set_claims["fixmatch"], open_set_claims["openmatch"]
-    assert _mean(om, "auroc") > _mean(fm, "auroc") + 0.03
-    assert all(o.auroc > f.auroc for o, f in zip(om, fm))
-    assert _mean(om, "test_accuracy") >= _mean(fm, "test_accuracy") - 0.02
-
-
-@pytest.mark.slow
-def test_socr_keeps_more_outliers_out_of_the_fixmatch_term(open_set_claims):
-    """The SOCR ablation, through its mechanism: detectors trained with SOCR let fewer outliers through the
-    selection. Measured (400 steps, seeds 0-2), share of the unlabeled outliers admitted at the last selection:
-    with SOCR 0.37 / 0.23 / 0.46 (mean 0.35), without 0.47 / 0.49 / 0.69 (mean 0.55). Asserted: 0.05 lower on the
-    mean and on every seed. The AUROC itself is not asserted at this scale: with SOCR 0.907 against 0.893 on the
-    mean, but seed 1 the other way round (0.913 vs 0.942); notebook 09's default runs (1000 steps, B = 32) show
-    0.888 against 0.757, every seed ahead."""
-    om, no = open_set_claims["openmatch"], open_set_claims["no_socr"]
-    adm_om = [r.extra["final_outlier_admit"] for r in om]  # the last selection's share of outliers admitted
-    adm_no = [r.extra["final_outlier_admit"] for r in no]
-    assert sum(adm_om) / 3 < sum(adm_no) / 3 - 0.05
-    assert all(a < b for a, b in zip(adm_om, adm_no))
 
 
 @pytest.mark.notebook
@@ -633,9 +593,12 @@ def test_notebook_09_results(notebook_results):
     assert p["shares"] == sorted(p["shares"]) and p["shares"][-1] == pytest.approx(res["share_natural"], abs=0.01)
     assert all(0 <= v <= 1 for v in p["outliers_confident"] + p["auroc"])
     assert all(0 <= v <= 1 for v in res["toy_auroc"].values()) and len(res["toy_auroc"]) == 6
-    claims = res["claims"]
+    arms = res["claim_arms"]
     for arm in ("supervised", "fixmatch", "openmatch", "openmatch_no_socr"):
-        assert len(claims[arm]["auroc"]) == len(claims["seeds"]) >= 1, arm
-    assert set(res["claim_verdicts"]) == {"auroc_above_fixmatch", "accuracy_no_worse", "socr_raises_auroc"}
+        assert len(arms[arm]["auroc"]) == len(arms["seeds"]) >= 1, arm
+    from sslteach import claims
+
+    assert set(res["claims"]) == set(claims.ids("09_openmatch"))
+    assert all(v["status"] in claims.STATUSES for v in res["claims"].values())
     assert all(0 <= v <= 1 for v in res["openmatch_outlier_admit"])
     assert res["notebook_seconds"] > 0 and res["exercises_solved"] == {"ova_loss": False, "pseudo_inliers": False}

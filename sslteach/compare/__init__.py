@@ -39,7 +39,7 @@ from .plots import (_ceiling_value, _family_legend, plot_bars, plot_budget, plot
 from .registry import (COMPARISON_SCALE, DEFAULT_MS_PER_STEP, FAMILY_COLORS, RUN_OVERHEAD_S, TWO_CORE_SPEEDUP,
                        color, cpu_ms_per_step, info, method_info, methods, resolve_methods)
 from .report import PAPER_RESULTS, TORCHSSL_CIFAR10, _pct, _pts, papers_table_markdown, which_method_when  # noqa: F401
-from .stats import gap_closed, paired, paired_difference
+from .stats import gap_closed, leader, paired, paired_difference
 from .table import COLUMNS, METRIC_LABELS, METRICS, Table, _fmt_stat, row_from_result  # noqa: F401
 
 
@@ -57,9 +57,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'sslteach.compare' has no attribute {name!r}")
 
 
-__all__ = ["COLUMNS", "COMPARISON_SCALE", "ComparePanel", "FAMILY_COLORS", "METRICS", "METRIC_LABELS",
+__all__ = ["COLUMNS", "COMPARISON_SCALE", "ComparePanel", "DEFAULT_MS_PER_STEP", "FAMILY_COLORS", "RUN_OVERHEAD_S",
+           "TWO_CORE_SPEEDUP", "METRICS", "METRIC_LABELS",
            "PAPER_RESULTS", "Table", "all_labels_split", "cache_key", "ceiling", "color", "estimate", "figure_png",
-           "gap_closed", "html_table", "info", "is_cached", "methods", "paired", "paired_difference",
+           "gap_closed", "html_table", "info", "is_cached", "leader", "methods", "paired", "paired_difference",
            "papers_table_markdown", "plan", "plot_bars", "plot_budget", "plot_compute", "plot_long_tailed",
            "plot_method_map", "plot_open_set", "plot_pipeline", "resolve_methods", "row_from_result", "run_grid",
            "which_method_when"]

@@ -7,7 +7,7 @@ from typing import Iterable
 from ..methods import METHODS
 from .plots import _ceiling_value
 from .registry import info
-from .stats import gap_closed, paired
+from .stats import gap_closed, leader, paired
 from .table import METRIC_LABELS, Table, _finite
 
 #: The one same-setting comparison of several of our methods: the TorchSSL benchmark (Zhang et al., FlexMatch,
@@ -157,10 +157,15 @@ def _realistic_lines(tab: Table, kind: str, baseline: str) -> list[str]:
     if not hs or not ms:
         return []
     fmt = (lambda v: f"{v:.3f}") if metric == "auroc" else _pct
-    b1, b2 = max(hs.values(), key=lambda s: s["mean"]), max(ms.values(), key=lambda s: s["mean"])
     name = "Long-tailed" if kind == "long_tailed" else "Open-set"
-    line = (f"- **{name} split** ({max(s['n'] for s in hs.values())} seed(s)): best {METRIC_LABELS[headline]} "
-            f"{b1['method']} ({_pct(b1['mean'])}), best {label} {b2['method']} ({fmt(b2['mean'])})")
+    parts = []
+    for key, lab, f in ((headline, METRIC_LABELS[headline], _pct), (metric, label, fmt)):
+        top = max((hs if key == headline else ms).values(), key=lambda s: s["mean"])
+        lead = leader(tab, key)
+        parts.append(f"ahead of every other method on every seed in {lab}: **{lead}** ({f(top['mean'])} on the mean)"
+                     if lead else f"no method ahead of all the others on every seed in {lab} (highest mean: "
+                     f"{top['method']}, {f(top['mean'])})")
+    line = f"- **{name} split** ({max(s['n'] for s in hs.values())} seed(s)): " + "; ".join(parts)
     if baseline in ms:
         line += f"; {baseline}: {_pct(hs[baseline]['mean'])} and {fmt(ms[baseline]['mean'])}"
     special = [m for m in ms if info(m).get("designed_for") == kind]

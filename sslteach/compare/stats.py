@@ -32,3 +32,22 @@ def paired(table: Table, a: str, b: str, metric: str = "accuracy", **where):
     if not seeds:
         return None
     return paired_difference([sa[s] for s in seeds], [sb[s] for s in seeds]) + (len(seeds),)
+
+
+def leader(table: Table, metric: str = "accuracy", **where) -> str | None:
+    """The method ahead of every other method of ``table`` on every seed they share (paired), or ``None`` when the
+    seeds disagree — a comparison names a winner only when every labeled set agrees. With one seed, "every seed" is
+    that seed: say so next to the name."""
+    names = table.methods()
+    for m in names:
+        ok = True
+        for other in names:
+            if other == m:
+                continue
+            p = paired(table, m, other, metric, **where)
+            if p is None or p[1] < p[3]:  # wins < seeds shared
+                ok = False
+                break
+        if ok and len(names) > 1:
+            return m
+    return None

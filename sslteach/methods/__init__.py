@@ -12,6 +12,9 @@ from .swwae import SWWAE                  # 06 (issue 12)
 from .inversion import Inversion          # 07 (issue 13)
 from .cossl import CoSSL                  # 08 (issue 14)
 from .openmatch import OpenMatch          # 09 (issue 15)
+from .adaptive import FlexMatch         # 11 (issue 27)
+from .adaptive import FreeMatch         # 11 (issue 27)
+from .adaptive import SoftMatch         # 11 (issue 27)
 from .pseudo_label import PseudoLabel
 from .simmatch import SimMatch
 from .supervised import Supervised
@@ -38,6 +41,9 @@ register(SWWAE)           # 06
 register(Inversion)       # 07
 register(CoSSL)           # 08
 register(OpenMatch)       # 09
+register(FlexMatch)       # 11
+register(FreeMatch)       # 11
+register(SoftMatch)       # 11
 
 
 def get_method(name: str, **options) -> Method:

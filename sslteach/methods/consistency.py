@@ -313,7 +313,8 @@ class TemporalEnsembling(_Consistency):
         targets, has_target = self.ensemble.lookup(batch.idx_ulb)
         loss_x = supervised_loss(logits[:n_lb], batch.y_lb)
         loss_u, mask = temporal_ensembling_loss(logits_ulb, targets, has_target)
-        self.ensemble.record(batch.idx_ulb, torch.softmax(logits_ulb.detach().float(), dim=1))
+        self.ensemble.record(ctx.gather(batch.idx_ulb),  # every rank records the global batch
+                             ctx.gather(torch.softmax(logits_ulb.detach().float(), dim=1)))
         if self.ensemble.epoch_done:
             self.ensemble.end_epoch()
         return {"loss_x": loss_x, "loss_u": loss_u, "mask_rate": mask.mean(),

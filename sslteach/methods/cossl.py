@@ -292,6 +292,7 @@ class CoSSL(Method):
             losses = fit_head_offline(self.head, f_lb, d["y_lb"], f_pool,
                                       self.tfe_prob if cfg.tfe else torch.zeros_like(self.tfe_prob), cfg.lam_min,
                                       cfg.head_init_steps, max(1, min(64, len(d["y_lb"]))))
+        ctx.broadcast(self.head)  # several processes: every rank continues from rank 0's fitted head
         self.ema_head = EMA(self.head, cfg.teacher_decay)
         self.started = torch.tensor(True)
         return losses

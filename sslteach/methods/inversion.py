@@ -13,15 +13,24 @@ such network has for free, without a decoder — and train the network so that t
 the representation ``h^(l)`` of every layer, with templates ``dz_c / dh^(l)``.
 
 **The loss** (2018 form; the 2017 paper weights the same three terms with hand-set coefficients, whose exact form we
-could not read)::
+could not read — unverified: ``alpha CE + (1 - alpha) [beta R + (1 - beta) E]`` with the input term only)::
 
     L = beta_CE * CE(labeled) + beta_E * E(unlabeled) + sum_{l=0}^{L-1} beta_R^(l) * R^(l)(every image)
     beta_CE = 1,   beta_E = 1 / log C,   beta_R^(l) = 1 / (L * D^(l))
 
 with ``E`` the mean entropy of the predictions on unlabeled images (at most ``log C``: ``beta_E`` scales it to
 [0, 1]) and ``R^(l) = mean_images ||h^(l) - dz_c_hat / dh^(l)||^2`` the reconstruction error of layer ``l``'s input
-``h^(l)`` (``h^(0) = x``), ``D^(l)`` its number of units per image. ``mode="global"`` keeps the input term only
-(``l = 0``, weight ``1 / D^(0)``); ``"entropy"`` drops every reconstruction; ``"supervised"`` keeps ``CE`` alone.
+``h^(l)`` (``h^(0) = x``), ``D^(l)`` its number of units per image. What each ``mode`` computes, exactly (with the
+multipliers ``s_E = entropy_scale``, ``s_R = recon_scale``, 1 = the 2018 weights):
+
+* ``"multiscale"`` (2018): ``CE + s_E / log C * E + sum_{l=0}^{L-1} s_R / (L D^(l)) * R^(l)``;
+* ``"global"``: ``CE + s_E / log C * E + s_R / D^(0) * R^(0)`` — the input term alone, i.e. the per-pixel mean
+  squared error between the image and its template. This is the 2018 paper's "global" arm (its weights with L = 1),
+  *not* the 2017 loss: it shares the 2017 paper's single input-level reconstruction, but uses the 2018 weights
+  (the 2017 coefficients alpha, beta could not be read). Note that its input term weighs L times more than the
+  input term inside ``"multiscale"`` (1 / D^(0) against 1 / (L D^(0)));
+* ``"entropy"``: ``CE + s_E / log C * E`` (no reconstruction);
+* ``"supervised"``: ``CE`` alone (no unlabeled image is drawn).
 
 The reconstruction is a gradient, so training on it differentiates a gradient: the templates are computed with
 ``torch.autograd.grad(..., create_graph=True)`` (*double back-propagation*); without ``create_graph`` they would be
@@ -44,7 +53,8 @@ says so too):
 * **template**: of the predicted class (2017), for labeled and unlabeled images alike; ``template="sum"`` is the
   gradient of the sum of all logits (an all-ones upstream, as in a later public experiment of the first author).
 * **targets**: no stop-gradient on either side of ``R^(l)`` (the representation ``h^(l)`` is trained towards its
-  template and the template towards it); the images are the weakly augmented views the network saw.
+  template and the template towards it); the images are the weakly augmented views the network saw
+  (``augment=False``: the images as they are).
 * **which images**: CE on the labeled images, E on the unlabeled ones, R on all of them.
 """
 from __future__ import annotations
@@ -252,8 +262,10 @@ def inversion_loss(logits_x_lb, y_lb, logits_x_ulb, recon_errors, weights: dict)
 # ------------------------------------------------------------------------------------------- the method
 @dataclass
 class InversionConfig(MethodConfig):
-    mode: str = param("multiscale", "which terms: 'supervised' (CE), 'entropy' (CE + E), 'global' (+ input "
-                      "reconstruction, 2017), 'multiscale' (+ a reconstruction at every layer, 2018)", choices=MODES)
+    mode: str = param("multiscale", "which terms: 'supervised' (CE), 'entropy' (CE + E / log C), 'global' (+ the "
+                      "input reconstruction only, weight 1 / D^(0): the 2018 weights with the 2017 paper's single "
+                      "term), 'multiscale' (+ a reconstruction at every layer, weights 1 / (L D^(l)), 2018)",
+                      choices=MODES)
     entropy_scale: float = param(1.0, "multiplier of the paper's entropy weight beta_E = 1 / log C (1 = paper)",
                                  0.0, 10.0, 0.1)
     recon_scale: float = param(1.0, "multiplier of the paper's reconstruction weights beta_R^(l) = 1 / (L D^(l)) "
@@ -265,6 +277,7 @@ class InversionConfig(MethodConfig):
                           "the 'sum' of all classes' templates", choices=TEMPLATES)
     mu: int = param(1, "unlabeled images per labeled image in a batch", 1, 16, 1,
                     paper="not given in the text we could read")
+    augment: bool = param(True, "weak augmentation (random shift) of every image; False: the images as they are")
 
 
 class Inversion(Method):
@@ -310,10 +323,11 @@ class Inversion(Method):
         """The terms of one step, with their graphs: ``{"loss", "ce", "entropy", "recon", "R": [R^(l)],
         "weights", "dims", "logits", "n_lb"}`` (tests look at each)."""
         cfg = self.config
-        x_lb = ctx.aug.weak(batch.x_lb)
+        view = ctx.aug.weak if cfg.augment else (lambda v: v)
+        x_lb = view(batch.x_lb)
         parts = [x_lb]
         if cfg.mode != "supervised" and batch.x_ulb is not None and len(batch.x_ulb):
-            parts.append(ctx.aug.weak(batch.x_ulb))
+            parts.append(view(batch.x_ulb))
         x = torch.cat(parts)
         n_lb = len(x_lb)
         if self.reconstructs:

@@ -272,14 +272,16 @@ class OpenMatch(Method):
             "inlier_recall": sel[known].float().mean().item() if known.any() else nan}
         return dict(self.selection_stats)
 
-    def _inlier_batch(self, n: int) -> torch.Tensor | None:
-        """Positions (in the unlabeled set) of ``n`` pseudo-inliers: shuffled epochs over the current selection."""
+    def _inlier_batch(self, n: int, rank: int = 0, world_size: int = 1) -> torch.Tensor | None:
+        """Positions (in the unlabeled set) of ``n`` pseudo-inliers: shuffled epochs over the current selection. On
+        several processes every rank draws the same global batch of ``n * world_size`` and takes its own slice."""
         inliers = torch.nonzero(self.pseudo_inlier).flatten()
         if len(inliers) == 0:
             return None
         if self._sampler is None:
-            self._sampler = IndexSampler(len(inliers), n, self._gen, "cpu")
-        return inliers[next(self._sampler).to(inliers.device)]
+            self._sampler = IndexSampler(len(inliers), n * world_size, self._gen, "cpu")
+        idx = next(self._sampler)[rank * n: (rank + 1) * n]
+        return inliers[idx.to(inliers.device)]
 
     # ---- one step
     def step(self, model, batch, ctx):
@@ -307,7 +309,7 @@ class OpenMatch(Method):
                 with ctx.lump("pseudo-inlier selection"):  # a pass over the whole unlabeled set, now and then
                     self.select()
                 self._last_selection = ctx.step
-            idx = self._inlier_batch(n_ulb)
+            idx = self._inlier_batch(n_ulb, ctx.rank, ctx.world_size)
             if idx is not None:
                 self.last_fix_index = idx
                 x_f = to_float(self._data["x_ulb"][idx])

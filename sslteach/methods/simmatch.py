@@ -202,7 +202,7 @@ class SimMatch(Method):
         loss_x = supervised_loss(logits_x_lb, batch.y_lb)
         loss_u, mask = soft_unlabeled_loss(logits_x_ulb_s, p_hat, cfg.tau)
         loss = loss_x + cfg.lambda_u * loss_u + cfg.lambda_in * loss_in
-        self.update_bank(t_z[:n_lb], batch.idx_lb)
+        self.update_bank(ctx.gather(t_z[:n_lb]), ctx.gather(batch.idx_lb))  # every rank: the global batch
         pseudo = p_hat.argmax(dim=1)
         logs = {"loss_x": loss_x.detach(), "loss_u": loss_u.detach(), "loss_in": loss_in.detach(),
                 "mask_rate": mask.mean(), "pseudo_acc": pseudo_label_accuracy(pseudo, batch.y_ulb, mask)}

@@ -21,7 +21,8 @@ copies each value into its whole 2x2 window (nearest-neighbour upsampling) inste
 Choices where the paper is silent or could not be checked (the notebook says so too): each squared norm is a *mean*
 over its elements (per pixel / per activation, so one lambda suits 8x8 and 28x28 images and every layer); the
 middle terms cover every pooled map x_1..x_L (the top code, which the decoder starts from, has none); no
-stop-gradient on either side of a middle term; reconstruction targets are the weakly augmented views the encoder saw.
+stop-gradient on either side of a middle term (``mid_stop_grad=True`` detaches the encoder's side); reconstruction
+targets are the weakly augmented views the encoder saw (``augment=False``: no augmentation, as the paper's baselines).
 """
 from __future__ import annotations
 
@@ -272,6 +273,16 @@ class SWWAEConfig(MethodConfig):
     unpool: str = param("where", "decoder unpooling: 'where' (recorded positions) or 'upsample' (what without "
                         "where, nearest-neighbour: the paper's ablation)", choices=UNPOOL_MODES)
     pool_layers: int = param(0, "pooling layers of the encoder (0: 2 for 8x8 images, 3 for 28x28 / 32x32)", 0, 4, 1)
+    augment: bool = param(True, "weak augmentation (random shift) of every image; False: the images as they are "
+                          "(the paper's baselines had no augmentation)")
+    mid_stop_grad: bool = param(False, "stop the gradient on the encoder side of the middle terms (x_l.detach(): "
+                                "only the decoder moves towards the encoder's maps)")
+    encode_unlabeled: bool = param(False, "with lambda_rec = lambda_M = 0, still pass mu unlabeled images per "
+                                   "labeled one through the encoder (no loss on them: BatchNorm's statistics see "
+                                   "them, the control arm for BatchNorm)")
+    separate_passes: bool = param(False, "labeled and unlabeled images in two forward passes, so BatchNorm "
+                                  "normalises the labeled batch on its own as in 'labels only' (default: one pass "
+                                  "over both)")
 
 
 class SWWAE(Method):
@@ -302,7 +313,7 @@ class SWWAE(Method):
         return self.config.lambda_rec > 0 or self.config.lambda_m > 0
 
     def unlabeled_ratio(self) -> float:
-        return float(self.config.mu) if self.uses_decoder else 0.0
+        return float(self.config.mu) if self.uses_decoder or self.config.encode_unlabeled else 0.0
 
     def build_model(self, input_shape, num_classes, train_config):
         if len(input_shape) != 3:
@@ -321,15 +332,24 @@ class SWWAE(Method):
         if not hasattr(model, "reconstruct"):
             raise ValueError("swwae needs its own network (SWWAENet with a decoder); train it with "
                              "train('swwae', ...), which builds it")
-        x_lb = ctx.aug.weak(batch.x_lb)
-        if not self.uses_decoder:
-            logits, _ = model(x_lb)
-            zero = logits.new_zeros((), dtype=torch.float32)
-            return {"nll": supervised_loss(logits.float(), batch.y_lb), "rec": zero, "mid": zero, "n_lb": len(x_lb)}
-        parts = [x_lb] + ([ctx.aug.weak(batch.x_ulb)] if batch.x_ulb is not None and len(batch.x_ulb) else [])
-        x = torch.cat(parts)
-        x_rec, pairs, logits = model.reconstruct(x, self.config.unpool)
+        view = ctx.aug.weak if self.config.augment else (lambda v: v)
+        x_lb = view(batch.x_lb)
         n_lb = len(x_lb)
+        has_ulb = batch.x_ulb is not None and len(batch.x_ulb) > 0
+        if not self.uses_decoder:  # labels only; with encode_unlabeled, BatchNorm also sees the unlabeled images
+            both = self.config.encode_unlabeled and has_ulb
+            logits, _ = model(torch.cat([x_lb, view(batch.x_ulb)]) if both else x_lb)
+            zero = logits.new_zeros((), dtype=torch.float32)
+            return {"nll": supervised_loss(logits[:n_lb].float(), batch.y_lb), "rec": zero, "mid": zero, "n_lb": n_lb}
+        x = torch.cat([x_lb, view(batch.x_ulb)]) if has_ulb else x_lb
+        if self.config.separate_passes and has_ulb:  # BatchNorm normalises the labeled images on their own
+            (r_l, p_l, z_l), (r_u, p_u, _) = [model.reconstruct(v, self.config.unpool) for v in (x_lb, x[n_lb:])]
+            x_rec, logits = torch.cat([r_l, r_u]), z_l
+            pairs = [(torch.cat([el, eu]), torch.cat([dl, du])) for (el, dl), (eu, du) in zip(p_l, p_u)]
+        else:
+            x_rec, pairs, logits = model.reconstruct(x, self.config.unpool)
+        if self.config.mid_stop_grad:  # the encoder's maps become fixed targets of the middle terms
+            pairs = [(enc.detach(), dec) for enc, dec in pairs]
         _, nll, rec, mid = swwae_loss(logits[:n_lb], batch.y_lb, x, x_rec, pairs, 0.0, 0.0)
         return {"nll": nll, "rec": rec, "mid": mid, "n_lb": n_lb}
 

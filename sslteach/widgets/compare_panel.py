@@ -5,7 +5,6 @@ import html
 import threading
 from typing import Iterable
 
-import ipywidgets as W
 import matplotlib.pyplot as plt
 
 from ..compare.grid import estimate, plan, run_grid
