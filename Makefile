@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
+	# jupyterlab-rise brings a JupyterLab 3 MathJax extension that JupyterLab 4 marks incompatible (its own renders math)
+	-$(VENV)/bin/jupyter labextension disable --level=sys_prefix @jupyterlab/mathjax3-extension >/dev/null 2>&1
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -122,14 +122,16 @@ def rewrite_injected(source: str) -> str | None:
 
 def scrub_paths(text: str) -> str:
     """Printed output without the build machine's paths: "results written to <folder>/NN.json" keeps the file's
-    name; the run cache folder, the checkout and the home folder become ``$SSLTEACH_CACHE``, ``<checkout>``, ``~``."""
+    name; the run cache folder, the checkout and the home folder become ``$SSLTEACH_CACHE``, ``<checkout>``, ``~``;
+    any other path under /tmp, /home, /root, /Users keeps only its last part (``…/runs``)."""
     text = re.sub(r"(results written to )\S*/([^/\s]+\.json)", r"\1\2", text)
     cache = os.environ.get("SSLTEACH_CACHE", "")
     for path, label in sorted(((cache, "$SSLTEACH_CACHE"), (str(ROOT), "<checkout>"), (str(Path.home()), "~")),
                               key=lambda pl: -len(pl[0])):
         if len(path) > 1 and path.startswith("/"):
             text = text.replace(path, label)
-    return text
+    # any other folder of the build machine (a temporary folder, another user's home): its last part only
+    return re.sub(r"(?<![\w.~$<])/(?:tmp|home|root|Users|var/folders)/\S*/([^/\s]+)", r"…/\1", text)
 
 
 def prepare_notebook(src: Path, dst: Path, name: str) -> None:
@@ -304,9 +306,10 @@ def build(out: Path, names: list[str], executed: Path | None, quick: bool, slide
     shutil.copytree(HERE, src, ignore=shutil.ignore_patterns("build.py", "__pycache__", "_build", "slides_template"))
     (src / "notebooks").mkdir()
     (src / "_generated").mkdir()
-    guide = ROOT / "LECTURERS.md"
-    if guide.exists():  # the lecturers' guide is a page of the book too
-        (src / "lecturers.md").write_text(guide.read_text(encoding="utf-8"), encoding="utf-8")
+    for page, target in (("LECTURERS.md", "lecturers.md"), ("CLAIMS.md", "claims.md")):
+        path = ROOT / page  # the lecturers' guide and the table of the papers' claims are pages of the book too
+        if path.exists():
+            (src / target).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     if executed is None:
         executed = out / "executed"
         executed.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ def default_dir() -> Path | None:
 #: deny-list: everything else in the package — a new file too — is hashed, so a file missing here can only cause a
 #: needless retrain, never a wrong cache hit.
 NOT_TRAINING_CODE = ("widgets/", "compare/", "viz.py", "diagrams.py", "notebook.py", "exercises.py", "cli.py",
-                     "__main__.py", "presets.py", "execute.py", "claims/")
+                     "__main__.py", "presets.py", "execute.py", "lecture.py", "viz_adaptive.py", "claims/")
 
 
 def _is_training_code(relative: str) -> bool:

@@ -36,7 +36,8 @@ _REAL = PRESETS["real_images"]
 DATASET_DEFAULTS: dict[str, dict] = {
     "digits": {"width": 16},
     "fashion_mnist": {"width": _REAL.width, "batch_size": _REAL.batch_size, "steps": _REAL.steps,
-                      **_REAL.train_options, "method_options": _REAL.method_options},
+                      **_REAL.train_options, "method_options": {  # the adaptive thresholds: mu 3 as FixMatch's
+                          **_REAL.method_options, **{m: {"mu": 3} for m in ("flexmatch", "freematch", "softmatch")}}},
 }
 SPLIT_OPTIONS = tuple(f.name for f in fields(SplitConfig) if f.name not in ("kind", "labels_per_class"))
 

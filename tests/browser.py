@@ -131,11 +131,13 @@ class Lab:
             f = d["JUPYTERLAB_SETTINGS_DIR"] / f"{key}.jupyterlab-settings"
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text(json.dumps(value))
-        if os.environ.get("SSLTEACH_LAB_DISABLE"):  # e.g. @jupyterlab/mathjax3-extension: try the suite without it
-            labconfig = d["JUPYTER_CONFIG_DIR"] / "labconfig"
-            labconfig.mkdir(parents=True, exist_ok=True)
-            (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": {
-                e: True for e in os.environ["SSLTEACH_LAB_DISABLE"].split(",")}}))
+        # jupyterlab-rise pulls in @jupyterlab/mathjax3-extension, a JupyterLab 3 extension that JupyterLab 4 lists as
+        # incompatible (its own MathJax renders the math): off, as `make lab` turns it off; SSLTEACH_LAB_DISABLE adds more
+        disabled = ["@jupyterlab/mathjax3-extension"] + [e for e in os.environ.get("SSLTEACH_LAB_DISABLE", "").split(",")
+                                                        if e]
+        labconfig = d["JUPYTER_CONFIG_DIR"] / "labconfig"
+        labconfig.mkdir(parents=True, exist_ok=True)
+        (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": {e: True for e in disabled}}))
         env.update(kernels.env_for(d["JUPYTER_DATA_DIR"]))  # `python3` = this interpreter, whatever ~/.local holds
         env.pop("JUPYTER_TOKEN", None)
         env["PYTHONUNBUFFERED"] = "1"
@@ -683,7 +685,7 @@ def slideshow(context, lab: "Lab", name: str, record: dict, shots: Path) -> None
     a RISE slideshow, what *View → Rise Slides* opens (jupyterlab-rise's ``/rise/`` app): one reveal.js section per
     slide and subslide of the rule; Space moves through every one to the last; the markdown is rendered and the
     figures shown; the widgets render on their slides (no "VBox(...)" text); on the training panel's slide, Train
-    (at the steps slider's minimum) runs and its row reaches the results table. Fills ``record`` (counts, slides
+    starts a run, Stop ends it and its row reaches the results table. Fills ``record`` (counts, slides
     seen, screenshots, the live curve's points); raises ``AssertionError`` with what went wrong."""
     from sslteach import lecture
 
@@ -748,31 +750,34 @@ def slideshow(context, lab: "Lab", name: str, record: dict, shots: Path) -> None
 
 
 def _train_on_slide(page, name: str, shots: Path, record: dict) -> str:
-    """On the panel's slide: the steps slider back to its minimum, Train, and the run reaches the results table (the
-    buttons, sliders and table of the live widgets work on the slide). The live curve's points before and after go
-    to ``record["curve_points"]`` (test_the_live_curve_moves_in_the_rise_slideshow)."""
+    """On the panel's slide: Train starts a run (the steps slider is at its maximum after the panel test), Stop ends
+    it, and its row reaches the results table ("stopped early"): the buttons and the table of the live widgets work
+    on the slide. (No key presses on the sliders: RISE takes Home / End / Page keys for moving between slides.) The
+    live curve's points before and after go to ``record["curve_points"]``."""
     from playwright.sync_api import expect
 
     slide = page.locator(".reveal .slides > section.present")
     panel = slide.locator(".sslteach-panel").first
     train = panel.locator("button.widget-button", has_text=re.compile(r"^\s*Train\s*$")).first
+    stop = panel.locator("button.widget-button", has_text=re.compile(r"^\s*Stop\s*$")).first
     panel.scroll_into_view_if_needed()
     expect(train, f"{name}: Train not enabled on the slide").to_be_enabled(timeout=30_000)
-    _, steps_handle, steps_readout = _slider(panel, "steps")
-    smin = str(int(float(steps_handle.get_attribute("aria-valuemin"))))
-    _press_on_slider(page, steps_handle, steps_readout, "Home", smin, "steps slider on the slide to its minimum")
     rows = panel.locator("table.sslteach-results tbody tr").count()
     before = page.evaluate(JS_SLIDE_POINTS)
     t0 = time.perf_counter()
     train.click()
-    _wait(page, "([p, n]) => p.querySelectorAll('table.sslteach-results tbody tr').length > n", T_TRAIN,
+    expect(stop, f"{name}: Stop not enabled while training on the slide").to_be_enabled(timeout=60_000)
+    time.sleep(2)  # a few steps and, in quick mode, an evaluation or two
+    stop.click()
+    _wait(page, "([p, n]) => p.querySelectorAll('table.sslteach-results tbody tr').length > n", T_STOP,
           "the run started on the slide to reach the results table", arg=[panel.element_handle(), rows])
-    expect(train, f"{name}: Train not enabled again after the run on the slide").to_be_enabled(timeout=T_STOP * 1000)
+    expect(train, f"{name}: Train not enabled again after the run on the slide").to_be_enabled(timeout=30_000)
     _frames(page, 4)
+    last = panel.locator("table.sslteach-results tbody tr").last.inner_text()
     after = page.evaluate(JS_SLIDE_POINTS)
     record["curve_points"] = [before, after]
     path = shots / f"{name}_slide_trained.png"
     page.screenshot(path=str(path))
     record["screenshots"].append(str(path))
-    return (f"Train on the slide ({smin} steps): a new row in {time.perf_counter() - t0:.1f} s; live curve points "
-            f"{before} -> {after}")
+    return (f"Train + Stop on the slide: a new row in {time.perf_counter() - t0:.1f} s ({' '.join(last.split())}); "
+            f"live curve points {before} -> {after}")

@@ -341,7 +341,7 @@ def test_supervised_mode_draws_no_unlabeled_images():
 def test_defaults_and_build_model():
     m = get_method("inversion")
     assert m.config_dict() == {"mode": "multiscale", "entropy_scale": 1.0, "recon_scale": 1.0, "recon_on": "all",
-                               "template": "predicted", "mu": 1}
+                               "template": "predicted", "mu": 1, "augment": True}
     from sslteach.train import TrainConfig
 
     net = m.build_model((1, 8, 8), 10, TrainConfig(width=4))

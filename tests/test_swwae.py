@@ -406,7 +406,8 @@ def test_command_line_trains_swwae(capsys, tmp_path):
     assert "swwae on digits (2 labels/class, seed 0): test accuracy" in capsys.readouterr().out
     data = json.loads(out.read_text())
     assert data["method_config"] == {"lambda_rec": 0.5, "lambda_m": 0.1, "mu": 2, "unpool": "upsample",
-                                     "pool_layers": 0}
+                                     "pool_layers": 0, "augment": True, "mid_stop_grad": False,
+                                     "encode_unlabeled": False, "separate_passes": False}
     assert all(k in data["history"][0] for k in ("loss_x", "loss_u", "loss_rec", "loss_mid"))
 
 

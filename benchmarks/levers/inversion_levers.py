@@ -27,4 +27,4 @@ ARMS = {"sup": {"mode": "supervised"}, "entropy": {"mode": "entropy"}, "global":
 
 if __name__ == "__main__":
     args = parser("inversion", ARMS, __doc__).parse_args()
-    run_arms("inversion", ARMS, args, diagnostics=("loss_entropy", "loss_recon", "recon_l0"))
+    run_arms("inversion", ARMS, args, diagnostics=("loss_entropy", "loss_recon", *(f"recon_l{l}" for l in range(7))))

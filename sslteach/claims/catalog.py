@@ -98,8 +98,10 @@ CLAIMS: list[Claim] = [
           "The confidence threshold matters: keeping only confident pseudo-labels (tau = 0.95) beats keeping all of "
           "them (tau = 0), because quality of pseudo-labels beats their quantity.",
           (Arm("tau = 0.95", "fixmatch"), Arm("tau = 0", "fixmatch", {"tau": 0.0})), _r(1000), _t(500),
-          "accuracy", AllOf(MeanAhead("tau = 0.95", "tau = 0", 0.02)), {"test": MIXED, "notebook": MIXED},
-          "03_fixmatch", "With 2 labels per class and 1000 steps the gap is small; 4c tries 1 label per class."),
+          "accuracy", AllOf(MeanAhead("tau = 0.95", "tau = 0", 0.02)), {"test": NOT, "notebook": MIXED},
+          "03_fixmatch", "At the test scale (500 steps of B = 16) tau = 0 is ahead: -12.7 / -2.0 / -1.3 points for "
+          "tau = 0.95 (2026-12-02). A high threshold costs time early in a short run; 4c and 4d of the notebook put "
+          "it under more pressure."),
     # ------------------------------------------------------------------------------------------ 04 features
     Claim("crmatch.views_pushed_apart", "Fan et al. 2021 (CR-Match)", "Sec. 3.2 (feature distance loss)",
           "The feature distance loss pushes the projected features of a confident image's weak and strong views "
@@ -211,7 +213,9 @@ CLAIMS += [
           "Tail-class feature enhancement (mixing tail features with features of other images) lifts the recall of "
           "the rare classes over the same co-learning without it.",
           (_COSSL, Arm("no TFE", "cossl", {"tfe": False})), _r(1000, **_LT), _t(600, **_LT_TEST), "tail_accuracy",
-          AllOf(MeanAhead("CoSSL", "no TFE", 0.02)), {"test": MIXED, "notebook": MIXED}, "08_cossl"),
+          AllOf(MeanAhead("CoSSL", "no TFE", 0.01)), {"test": HOLDS, "notebook": MIXED}, "08_cossl",
+          "At the test scale: +3.7 / +2.9 / +0.8 points of tail recall (mean +2.5; 2026-12-02): a small gain, as the "
+          "paper's ablation."),
 ]
 
 # ------------------------------------------------------------------------------------------ 09 OpenMatch

@@ -337,7 +337,9 @@ class FlexMatch(AdaptiveThresholdMethod):
                                                           cfg.hard_label, cfg.label_temperature)
         # 2. after the mask: mark this batch's confident images (fixed tau, by image index), then beta for next step
         max_q = torch.softmax(logits_x_ulb_w.detach().float(), dim=1).max(dim=1).values
-        self.selected_label = flexmatch_update_marks(self.selected_label, batch.idx_ulb, max_q, pseudo, cfg.tau)
+        # (several processes: every rank marks the global batch, so the marks stay identical)
+        self.selected_label = flexmatch_update_marks(self.selected_label, ctx.gather(batch.idx_ulb), ctx.gather(max_q),
+                                                     ctx.gather(pseudo), cfg.tau)
         self.beta = flexmatch_learning_effect(self.selected_label, ctx.num_classes, cfg.thresh_warmup)
         self._observe(ctx, pseudo, mask, batch.y_ulb, thresholds)
         loss = loss_x + cfg.lambda_u * loss_u
@@ -462,7 +464,9 @@ class FreeMatch(AdaptiveThresholdMethod):
         loss_x = supervised_loss(logits_x_lb, batch.y_lb)
         # 1. before the mask: the statistics include this batch's weak views, every unlabeled row
         q = torch.softmax(logits_x_ulb_w.detach().float(), dim=1)
-        self.tau_t, self.p_t, self.hist_t = freematch_update(self.tau_t, self.p_t, self.hist_t, q, cfg.ema_p)
+        # (several processes: from the global batch, so every rank keeps the same statistics)
+        self.tau_t, self.p_t, self.hist_t = freematch_update(self.tau_t, self.p_t, self.hist_t, ctx.gather(q),
+                                                             cfg.ema_p)
         # 2. the thresholds, the mask, the losses
         thresholds = freematch_thresholds(self.tau_t, self.p_t)
         loss_u, mask, pseudo = thresholded_unlabeled_loss(logits_x_ulb_w, logits_x_ulb_s, thresholds,
@@ -578,13 +582,14 @@ class SoftMatch(AdaptiveThresholdMethod):
         logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = self._forward(model, batch, ctx)
         loss_x = supervised_loss(logits_x_lb, batch.y_lb)
         q = torch.softmax(logits_x_ulb_w.detach().float(), dim=1)
+        q_all = ctx.gather(q)  # several processes: the statistics follow the global batch on every rank
         if cfg.dist_align:
-            self.p_hat = update_prediction_mean(self.p_hat, q, cfg.ema_p)
-            q_al = uniform_alignment(q, self.p_hat)
+            self.p_hat = update_prediction_mean(self.p_hat, q_all, cfg.ema_p)
+            q_al, q_al_all = uniform_alignment(q, self.p_hat), uniform_alignment(q_all, self.p_hat)
         else:
-            q_al = q
+            q_al, q_al_all = q, q_all
         max_al = q_al.max(dim=1).values
-        self.mu_t, self.var_t = softmatch_update_moments(self.mu_t, self.var_t, max_al, cfg.ema_p)
+        self.mu_t, self.var_t = softmatch_update_moments(self.mu_t, self.var_t, q_al_all.max(dim=1).values, cfg.ema_p)
         weight = softmatch_weight(max_al, self.mu_t, self.var_t, cfg.n_sigma)
         pseudo = q.argmax(dim=1)  # from the raw prediction
         target = pseudo_targets(logits_x_ulb_w, cfg.hard_label, cfg.label_temperature)
