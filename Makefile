@@ -11,10 +11,16 @@ STAMP   = $(VENV)/.sslteach-installed
 
 .PHONY: lab test test-fast test-browser setup bench claims book book-quick slides handouts prepare clean
 
-$(STAMP): pyproject.toml
+RISE_WIDGETS = $(VENV)/share/jupyter/labextensions/sslteach-rise-widgets
+
+$(STAMP): pyproject.toml labextension/package.json labextension/static/remoteEntry.js
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
+	# an editable install skips pyproject's data-files: the RISE widgets stand-in (labextension/) is copied by hand
+	mkdir -p $(RISE_WIDGETS)/static
+	cp labextension/package.json $(RISE_WIDGETS)/
+	cp labextension/static/remoteEntry.js $(RISE_WIDGETS)/static/
 	# jupyterlab-rise brings a JupyterLab 3 MathJax extension that JupyterLab 4 marks incompatible (its own renders math)
 	-$(VENV)/bin/jupyter labextension disable --level=sys_prefix @jupyterlab/mathjax3-extension >/dev/null 2>&1
 	touch $(STAMP)
@@ -64,7 +70,7 @@ bench: $(STAMP)
 
 # Every paper's claim rerun at its notebook's regime, 3 seeds, through the run cache: CLAIMS.md (run it alone).
 claims: $(STAMP)
-	mkdir -p build && $(PY) -m sslteach claims run --all --seeds 0 1 2 --markdown CLAIMS.md --out build/claims.json
+	mkdir -p build && $(PY) -m sslteach claims run --all --seeds 0 1 2 --jobs 2 --markdown CLAIMS.md --out build/claims.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache screenshots build

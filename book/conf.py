@@ -15,7 +15,8 @@ nb_execution_mode = "off"            # executed by book/build.py (papermill), wi
 nb_merge_streams = True
 nb_output_stderr = "remove-warn"     # warnings stay out of the pages, errors do not exist (the build checks)
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "build.py", "conf.py"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "build.py", "conf.py",
+                    "_generated"]  # included into index.md, not pages of their own (their links are relative to it)
 suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]
 
 html_theme = "sphinx_book_theme"

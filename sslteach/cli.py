@@ -114,6 +114,9 @@ def _add_claims_parser(sub):
     cp.add_argument("--out", default=None, help="write the runs, the numbers and the verdicts to this JSON file")
     cp.add_argument("--markdown", default=None, help="write the table of CLAIMS.md to this file")
     cp.add_argument("--no-cache", action="store_true", help="train every run again, store nothing")
+    cp.add_argument("--jobs", type=int, default=1,
+                    help="worker processes that train the claims' runs side by side into the run cache (1-16; "
+                         "2 on a 2-core machine: each worker one thread); the verdicts are then read from the cache")
 
 
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:

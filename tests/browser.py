@@ -507,6 +507,10 @@ def _exercise_panel(page, name: str, report: list[str]) -> None:
     _wait(page, "([p, n]) => p.querySelectorAll('table.sslteach-results tbody tr').length > n", T_TRAIN,
           "the Train button's run to reach the results table", arg=[panel.element_handle(), n0])
     s1 = _panel_state(panel)
+    deadline = time.perf_counter() + 30 * SCALE  # the table's row can reach the page before the figure's update
+    while (s1["points"] <= s0["points"] or s1["accTraces"] <= s0["accTraces"]) and time.perf_counter() < deadline:
+        page.wait_for_timeout(500)
+        s1 = _panel_state(panel)
     row = _row(s1, -1)
     shown = [t for t in s1["htmls"] if t.startswith("Error")] + s1["outputs"]
     assert not shown, f"{name}: the panel shows an error: {shown}"

@@ -20,6 +20,30 @@ def _list(args) -> int:
     return 0
 
 
+def _train_claim(cid: str, seeds, scale: str, device: str, threads: int) -> tuple[str, float]:
+    """In a worker process: run one claim (its runs land in the run cache); returns its seconds."""
+    import torch
+
+    torch.set_num_threads(threads)
+    t = time.perf_counter()
+    run(cid, seeds=seeds, scale=scale, device=device)
+    return cid, time.perf_counter() - t
+
+
+def _warm(targets: list, args) -> None:
+    """Train every claim's runs in ``args.jobs`` processes (spawned: no state shared but the run cache, whose file
+    locks let a run two claims share be trained once); the caller then judges each claim from the cache."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        todo = [pool.submit(_train_claim, cid, args.seeds, args.scale, args.device, threads) for cid in targets]
+        for done in as_completed(todo):
+            cid, secs = done.result()
+            print(f"trained {cid} ({secs:.0f} s)", flush=True)
+
+
 def claims_command(parser, args) -> int:
     if args.action == "list" and not args.all:
         return _list(args)
@@ -29,11 +53,17 @@ def claims_command(parser, args) -> int:
     for path in (args.out, args.markdown):
         if path and not Path(path).expanduser().parent.is_dir():
             parser.exit(2, f"error: the folder of {path} does not exist; create it first\n")
+    if not 1 <= args.jobs <= 16:
+        parser.exit(2, f"error: --jobs must be between 1 and 16, got {args.jobs}\n")
+    if args.jobs > 1 and args.no_cache:
+        parser.exit(2, "error: --jobs > 1 trains into the run cache; it cannot be combined with --no-cache\n")
     try:
         targets = [c.id for c in CLAIMS] if args.all else [get(args.claim).id]
     except ValueError as e:
         parser.exit(2, f"error: {e}\n")
     load, t0, results = os.getloadavg()[0], time.perf_counter(), []
+    if args.jobs > 1 and len(targets) > 1:
+        _warm(targets, args)
     for cid in targets:
         r = run(cid, seeds=args.seeds, scale=args.scale, cache=False if args.no_cache else None, device=args.device)
         results.append(r)

@@ -3,6 +3,8 @@
 * the results' own numbers: ``accuracy``, ``balanced_accuracy``, ``tail_accuracy`` (mean recall of the rare classes of
   a long-tailed split), ``auroc`` (an open-set split's outlier AUROC);
 * ``last:<key>``: the last logged value of a diagnostic (``last:mask_rate``, ``last:ent_pred``, ``last:feat_cos``);
+* ``mean:<key>``: the mean of a logged diagnostic over every evaluation of the run (``mean:mask_rate``: how many
+  unlabeled images a method used over the whole run, not only at its end; undefined values are left out);
 * ``extra:<key>``: a method's own summary (``extra:final_outlier_admit``: OpenMatch's last selection);
 * a measurement of the trained model, registered here by name (``swwae.reconstruction_error``, ...).
 
@@ -43,13 +45,15 @@ def get(name: str) -> Metric:
         return REGISTRY[name]
     if name.startswith("last:"):
         key = name[5:]
-        kind = "share" if key in ("mask_rate", "pseudo_acc", "inlier_recall", "outlier_admit") or \
-            key.startswith("test_acc") else ("nats" if key.startswith("ent") else "value")
-        return Metric(name, f"{key} (last logged)", kind, lambda r: _num(r.history.last(key)))
+        return Metric(name, f"{key} (last logged)", _kind_of(key), lambda r: _num(r.history.last(key)))
+    if name.startswith("mean:"):
+        key = name[5:]
+        return Metric(name, f"{key} (mean over the run)", _kind_of(key), lambda r: _mean_logged(r, key))
     if name.startswith("extra:"):
         key = name[6:]
         return Metric(name, key.replace("_", " "), "share", lambda r: _num(r.extra.get(key)))
-    raise ValueError(f"unknown metric {name!r}; valid: {', '.join(REGISTRY)}, last:<logged key>, extra:<key>")
+    raise ValueError(f"unknown metric {name!r}; valid: {', '.join(REGISTRY)}, last:<logged key>, mean:<logged key>, "
+                     f"extra:<key>")
 
 
 def value(name: str, result) -> float:
@@ -73,6 +77,19 @@ def fmt(kind: str):
 
 def _num(v) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
+def _kind_of(key: str) -> str:
+    """How a logged diagnostic's numbers are written."""
+    if key in ("mask_rate", "pseudo_acc", "inlier_recall", "outlier_admit") or key.startswith("test_acc"):
+        return "share"
+    return "nats" if key.startswith("ent") else "value"
+
+
+def _mean_logged(r, key: str) -> float:
+    vals = [_num(v) for v in r.history.series(key)[1]]
+    vals = [v for v in vals if math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
 
 
 # ------------------------------------------------------------------------------------------- the results' numbers
@@ -123,3 +140,33 @@ def _what_cos(r) -> float:
 @metric("swwae.where_shift2", "movement of the 'where' under a 2-pixel shift (pixels)", "value")
 def _where_shift(r) -> float:
     return float(_what_where(r, 2)["where_shift"])
+
+
+@metric("inversion.hidden_energy", "mean squared activation of the hidden layers (test set)", "value")
+def _inversion_hidden_energy(r) -> float:
+    """The mean over the hidden layers ``l >= 1`` of the mean squared activation of ``h^(l)`` on 1000 test images:
+    how large the network's inner representations are (an inner reconstruction term can be lowered by shrinking
+    them; ``benchmarks/levers/LEVERS-24.md``)."""
+    model = r.report_model().eval()
+    x = _test_images(r, 1000).to(next(model.parameters()).device)
+    with torch.no_grad():
+        _, _, hs = model.layer_inputs(x)
+    return float(sum(h.pow(2).mean() for h in hs[1:]) / max(1, len(hs) - 1))
+
+
+# ------------------------------------------------------------------------------------------- 11 adaptive thresholds
+@metric("bottom3_recall", "mean recall of the 3 hardest classes", "share")
+def _bottom3_recall(r) -> float:
+    """The mean test recall of the run's three worst classes (its own three: the classes a fixed threshold starves
+    are the ones a model learns last, and which those are depends on the labeled set)."""
+    pc = sorted(float(v) for v in (r.per_class_accuracy or []))
+    return sum(pc[:3]) / 3 if len(pc) >= 3 else float("nan")
+
+
+@metric("early_accuracy", "test accuracy at a fifth of the run", "share")
+def _early_accuracy(r) -> float:
+    """The reported model's test accuracy at the first evaluation at or after 20 % of the run's steps (FlexMatch's
+    claim of a faster convergence: ahead early, not only at the end)."""
+    steps, acc = r.history.series("test_acc_report")
+    early = [a for s, a in zip(steps, acc) if s >= 0.2 * r.steps]
+    return _num(early[0]) if early else float("nan")
