@@ -406,8 +406,8 @@ def test_command_line_trains_swwae(capsys, tmp_path):
     assert "swwae on digits (2 labels/class, seed 0): test accuracy" in capsys.readouterr().out
     data = json.loads(out.read_text())
     assert data["method_config"] == {"lambda_rec": 0.5, "lambda_m": 0.1, "mu": 2, "unpool": "upsample",
-                                     "pool_layers": 0, "augment": True, "mid_stop_grad": False,
-                                     "encode_unlabeled": False, "separate_passes": False}
+                                     "pool_layers": 0, "augment": False, "mid_stop_grad": False,
+                                     "encode_unlabeled": False, "separate_passes": True}  # digits' defaults
     assert all(k in data["history"][0] for k in ("loss_x", "loss_u", "loss_rec", "loss_mid"))
 
 
@@ -554,3 +554,22 @@ def test_notebook_06_results(notebook_results):
     assert all(len(v) == 3 for v in res["naive_pool_unpool_mse"].values())  # 8x8: 1, 2, 3 poolings
     assert set(res["exercises_solved"]) == {"reconstruction_terms", "soft_pool"}
     assert res["notebook_seconds"] > 0 and res["notebook_cpu_seconds"] > 0
+
+
+def test_the_command_line_on_digits_runs_the_regime_where_reconstruction_helps(capsys, tmp_path):
+    """``train swwae --dataset digits`` with no method flag: the digits defaults of LEVERS-24 (BatchNorm apart, the
+    input reconstruction alone, no augmentation), printed as defaults; a flag given wins over them."""
+    from sslteach.cli import main
+    from sslteach.train import SWWAE_DIGITS
+
+    out = tmp_path / "run.json"
+    assert main(["train", "swwae", "--dataset", "digits", "--steps", "4", "--eval-every", "4", "--no-progress",
+                 "--no-cache", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "--separate-passes True" in printed and "--lambda-m 0.0" in printed and "--augment False" in printed
+    cfg = json.loads(out.read_text())["method_config"]
+    assert {k: cfg[k] for k in SWWAE_DIGITS} == SWWAE_DIGITS == {"separate_passes": True, "lambda_m": 0.0,
+                                                                 "augment": False}
+    assert main(["train", "swwae", "--dataset", "digits", "--lambda-m", "0.2", "--steps", "4", "--eval-every", "4",
+                 "--no-progress", "--no-cache", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["method_config"]["lambda_m"] == 0.2
