@@ -61,7 +61,7 @@ CLAIMS: list[Claim] = [
           "Asking two noisy passes of the same network to agree on unlabeled images lowers the error of the "
           "supervised network.",
           (Arm("Π-model", "pi_model"), SUP), _r(1000, eval_every=25), _t(500), "accuracy",
-          AllOf(MeanAhead("Π-model", "supervised", 0.04)), {"test": HOLDS, "notebook": HOLDS}, "02_mean_teacher"),
+          AllOf(MeanAhead("Π-model", "supervised", 0.04)), {"test": HOLDS, "notebook": NOT}, "02_mean_teacher"),
     Claim("temporal_ensembling.beats_supervised", "Laine & Aila 2017 (temporal ensembling)",
           "Sec. 2.2, Table 2",
           "Agreeing with a per-image moving average of past predictions lowers the error of the supervised network.",
@@ -102,7 +102,7 @@ CLAIMS: list[Claim] = [
           "The confidence threshold matters: keeping only confident pseudo-labels (tau = 0.95) beats keeping all of "
           "them (tau = 0), because quality of pseudo-labels beats their quantity.",
           (Arm("tau = 0.95", "fixmatch"), Arm("tau = 0", "fixmatch", {"tau": 0.0})), _r(1000), _t(500),
-          "accuracy", AllOf(MeanAhead("tau = 0.95", "tau = 0", 0.02)), {"test": NOT, "notebook": MIXED},
+          "accuracy", AllOf(MeanAhead("tau = 0.95", "tau = 0", 0.02)), {"test": NOT, "notebook": NOT},
           "03_fixmatch", "At the test scale (500 steps of B = 16) tau = 0 is ahead: -12.7 / -2.0 / -1.3 points for "
           "tau = 0.95 (2026-12-02). A high threshold costs time early in a short run; 4c and 4d of the notebook put "
           "it under more pressure."),
@@ -262,12 +262,12 @@ CLAIMS += [
     Claim("cossl.co_learning_adds_to_crt", "Fan et al. 2022 (CoSSL)", "Sec. 4, Table 4 (the modules' ablation)",
           "Co-learning with TFE adds tail recall to a decoupled classifier re-trained on FixMatch's features.",
           (_COSSL, _CRT), _r(1000, **_LT), _t(600, **_LT_TEST), "tail_accuracy",
-          AllOf(MeanAhead("CoSSL", "FixMatch + cRT", 0.0)), {"test": HOLDS, "notebook": MIXED}, "08_cossl"),
+          AllOf(MeanAhead("CoSSL", "FixMatch + cRT", 0.0)), {"test": HOLDS, "notebook": HOLDS}, "08_cossl"),
     Claim("cossl.tfe_lifts_tail", "Fan et al. 2022 (CoSSL)", "Sec. 3.3, Table 5 (TFE ablation)",
           "Tail-class feature enhancement (mixing tail features with features of other images) lifts the recall of "
           "the rare classes over the same co-learning without it.",
           (_COSSL, Arm("no TFE", "cossl", {"tfe": False})), _r(1000, **_LT), _t(600, **_LT_TEST), "tail_accuracy",
-          AllOf(MeanAhead("CoSSL", "no TFE", 0.01)), {"test": HOLDS, "notebook": MIXED}, "08_cossl",
+          AllOf(MeanAhead("CoSSL", "no TFE", 0.01)), {"test": HOLDS, "notebook": HOLDS}, "08_cossl",
           "At the test scale: +3.7 / +2.9 / +0.8 points of tail recall (mean +2.5; 2026-12-02): a small gain, as the "
           "paper's ablation."),
 ]
