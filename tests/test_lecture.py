@@ -365,7 +365,9 @@ def test_the_executor_notices_a_lost_reply_and_runs_the_notebook_again(tmp_path)
     line_at, line = next((t, s) for t, s in lines if "lost reply" in s)
     assert "\n" not in line and "cell 1" in line and "running the notebook again" in line, line
     noticed = line_at - _DropsOneReply.dropped_at[0]
-    assert noticed <= idle + 2.0, f"noticed {noticed:.1f} s after the reply was lost (bound: {idle} s + a probe)"
+    # the idle time, then a probe of the kernel; a loaded 2-core machine (the other test worker) can delay the probe's
+    # reply by seconds: the bound stays far below the "within a minute" and the cell timeout a hang would hit
+    assert noticed <= idle + 6.0, f"noticed {noticed:.1f} s after the reply was lost (bound: {idle} s + a probe)"
     done = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert done.cells[2].outputs[0]["text"].strip() == "2"  # the retry ran every cell once, in order
 
