@@ -30,7 +30,8 @@ from sslteach.methods.adaptive import (FlexMatch, FreeMatch, SoftMatch, flexmatc
                                        update_prediction_mean)
 from sslteach.methods.fixmatch import fixmatch_unlabeled_loss  # noqa: E402
 
-from steptools import RecordingNet, TaggedAug, shuffled_batch_and_ctx  # noqa: E402
+from steptools import (BNRecordingNet, RecordingNet, TaggedAug, bn_running_after,  # noqa: E402
+                       shuffled_batch_and_ctx)
 
 
 # ============================================================================================ pure functions
@@ -491,6 +492,36 @@ def test_softmatch_step_weights_this_batch_by_its_aligned_weak_confidence(digits
     assert abs(biased.item() - var.item()) > 1e-5
 
 
+# ============================================================================================ BatchNorm
+@pytest.mark.parametrize("cls", [FlexMatch, FreeMatch, SoftMatch])
+def test_one_training_mode_batchnorm_pass_over_the_three_views(digits, cls):
+    """Bugs guarded: BatchNorm in evaluation mode for the step's forward (the network's running statistics would then
+    normalise the batch and never move), the weak unlabeled view passed without gradient or on its own, the views
+    normalised separately. As FixMatch: one pass, in training mode, with gradient, over [weak labeled, weak unlabeled,
+    strong unlabeled]; the running statistics move once, by the statistics of that whole batch; and the unlabeled
+    loss equals the one rebuilt from a training-mode BatchNorm over the concatenation."""
+    torch.manual_seed(3)
+    net = BNRecordingNet(d=8)
+    net.train()
+    batch, ctx = shuffled_batch_and_ctx(digits, b=4, mu=3, aug=TaggedAug(), num_unlabeled=60, seed=0)
+    method = cls(mu=3)
+    method.setup(net, None, ctx)
+    running0 = (net.bn.running_mean.clone(), net.bn.running_var.clone())
+    _, logs = method.step(net, batch, ctx)
+    assert len(net.calls) == 1
+    call = net.calls[0]
+    assert call.training and call.grad
+    x_lb, x_w, x_s = _views(ctx.aug)
+    x_all = torch.cat([x_lb, x_w, x_s])
+    assert torch.equal(call.x, x_all)
+    h = x_all.flatten(1) @ net.body.weight.T + net.body.bias
+    mean, var = bn_running_after(running0, h.detach())
+    assert torch.allclose(net.bn.running_mean, mean, atol=1e-6) and torch.allclose(net.bn.running_var, var, atol=1e-5)
+    logits, _ = net.logits_by_hand(x_all, train=True)
+    logits_eval, _ = net.logits_by_hand(x_all, train=False, running=running0)
+    assert torch.allclose(call.logits, logits, atol=1e-5) and not torch.allclose(call.logits, logits_eval, atol=1e-3)
+
+
 # ============================================================================================ soft labels
 @pytest.mark.parametrize("name", ["flexmatch", "freematch", "softmatch"])
 def test_soft_pseudo_labels_use_the_temperature(digits, name):
@@ -604,3 +635,14 @@ def test_the_trace_figures_read_a_trace_a_result_or_a_method():
         viz_adaptive.class_trace(sslteach.get_method("fixmatch"))
     with pytest.raises(ValueError, match="unknown key"):
         viz_adaptive.trace_frame(trace, "recall")
+
+
+def test_the_mutants_of_tests_mutate_still_apply():
+    """``python tests/mutate.py adaptive`` breaks these steps one line at a time (every mutant was caught when it was
+    written); this keeps its patterns in step with the code: each one must still be found, and change the file."""
+    import mutate
+
+    path, _ = mutate.FILES["adaptive"]
+    text = (mutate.ROOT / path).read_text()
+    for name, spec in mutate.MUTANTS["adaptive"].items():
+        assert mutate.apply(text, *spec) != text, name

@@ -50,3 +50,32 @@ def test_own_passes_runs_the_method_step_on_ready_images(monkeypatch):
     own = step_cost.own_passes(r, batch, ctx, repeats=2)
     assert own > 0 and seen and all(all(s) for s in seen)
     assert all(p.grad is None for p in r.model.parameters()), "own_passes leaves no gradient behind"
+
+
+def _fashion_record(method, seed, accuracy, seconds):
+    return {"method": method, "label": method, "seed": seed, "accuracy": accuracy, "seconds": seconds,
+            "eval_share": 0.02, "curve": [accuracy - 0.05, accuracy - 0.02, accuracy - 0.01],
+            "recall": [accuracy] * 10, "threads": 2, "load_at_start": 0.1}
+
+
+def test_the_fashion_table_reads_its_targets_from_the_measured_numbers():
+    """Issue 27's targets are computed from the runs: the time as a multiple of the supervised runs measured beside
+    them, the best method's mean, FixMatch's mean, every seed ahead of supervised. Both verdicts can come out."""
+    import run as bench
+
+    sup = [_fashion_record("supervised", s, 0.65, 30.0) for s in range(3)]
+    good = sup + [_fashion_record("fixmatch", s, 0.76, 150.0) for s in range(3)] + \
+        [_fashion_record("flexmatch", s, a, 240.0) for s, a in enumerate((0.80, 0.81, 0.82))]
+    table = bench.fashion_table(good)
+    assert "| fixmatch | 76.0% | 76.0% / 76.0% / 76.0% | 150 | 5.0 |" in table
+    assert "| flexmatch | 81.0% |" in table and "| 240 | 8.0 |" in table
+    assert "Best method: **flexmatch**, 81.0% in 8.0x" in table and "(>= 80 % within 10x) is **met**" in table
+    assert "(>= 75 % within 6x) is **met**; ahead of supervised on every seed" in table
+    assert "Trouser" in table  # the per-class recall table names the classes
+    slow = sup + [_fashion_record("fixmatch", s, 0.76, 190.0) for s in range(3)] + \
+        [_fashion_record("flexmatch", s, a, 240.0) for s, a in enumerate((0.60, 0.81, 0.82))]
+    table = bench.fashion_table(slow)
+    assert "FixMatch: 76.0% in 6.3x — the target (>= 75 % within 6x) is **not met**" in table
+    assert "Best method: **fixmatch**" in table and "within 10x) is **not met**" in table
+    behind = sup + [_fashion_record("fixmatch", s, a, 150.0) for s, a in enumerate((0.64, 0.80, 0.84))]
+    assert "not ahead of supervised on every seed" in bench.fashion_table(behind)

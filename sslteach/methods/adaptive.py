@@ -316,6 +316,8 @@ class FlexMatch(AdaptiveThresholdMethod):
     summary = "per-class thresholds from each class's learning effect (curriculum pseudo-labeling; Zhang et al. 2021)"
     paper = "Zhang et al., FlexMatch: Boosting Semi-Supervised Learning with Curriculum Pseudo Labeling, NeurIPS 2021"
     year = 2021
+    #: measured 2026-12-02 beside FixMatch (compare.registry.cpu_ms_per_step): 1.00x of FixMatch's one-thread step
+    cpu_ms_per_step = 22.0
     diagnostics = ("thresh_mean", "thresh_min", "thresh_max", "unused")
     state = ("selected_label", "beta")
     Config = FlexMatchConfig
@@ -447,6 +449,8 @@ class FreeMatch(AdaptiveThresholdMethod):
               "(Wang et al. 2023)"
     paper = "Wang et al., FreeMatch: Self-adaptive Thresholding for Semi-supervised Learning, ICLR 2023"
     year = 2023
+    #: measured 2026-12-02 beside FixMatch (compare.registry.cpu_ms_per_step): 1.04x of FixMatch's one-thread step
+    cpu_ms_per_step = 22.9
     diagnostics = ("tau_t", "thresh_min", "thresh_max", "loss_fair")
     state = ("tau_t", "p_t", "hist_t")
     Config = FreeMatchConfig
@@ -567,6 +571,8 @@ class SoftMatch(AdaptiveThresholdMethod):
               "(Chen et al. 2023)"
     paper = "Chen et al., SoftMatch: Addressing the Quantity-Quality Trade-off in Semi-supervised Learning, ICLR 2023"
     year = 2023
+    #: measured 2026-12-02 beside FixMatch (compare.registry.cpu_ms_per_step): 1.02x of FixMatch's one-thread step
+    cpu_ms_per_step = 22.4
     diagnostics = ("mu_t", "sigma_t", "weight_min", "weight_max")
     state = ("mu_t", "var_t", "p_hat")
     Config = SoftMatchConfig
