@@ -1,6 +1,10 @@
 """The benchmark behind the numbers in README and benchmarks/RESULTS.md. Run it alone on an idle machine:
 
-    make bench                                    # everything below, written to benchmarks/RESULTS.md (~35 min)
+    make bench                                    # everything below, written to benchmarks/RESULTS.md
+                                                  # (2 idle cores: ~40 min without the Fashion runs, which
+                                                  # are 15 runs of 1-5 min on 2026-12-02's machine)
+    python benchmarks/run.py --all --fashion-from benchmarks/fashion-runs-2026-12-02.jsonl --write F
+                                                  # the same, the Fashion table from the runs' records
     python benchmarks/run.py --digits             # every method, 3 seeds, digits, 2 labels/class, default settings
     python benchmarks/run.py --fashion            # the "real images" preset: accuracy against time, 3 seeds
     python benchmarks/run.py --step-cost          # every method's step against a bare forward + backward
@@ -35,11 +39,31 @@ from sslteach import METHODS, train  # noqa: E402
 from sslteach.presets import get_preset  # noqa: E402
 
 
+def host_noise(tries=8) -> tuple[float, float]:
+    """Seconds of a fixed CPU loop (200 products of two 512 x 512 matrices), fastest and slowest of ``tries`` with a
+    pause between them: on an idle machine of its own they agree within a few per cent; a shared host whose other
+    tenants come and go spreads them, and every time of the benchmark inherits that spread."""
+    a = torch.randn(512, 512)
+    times = []
+    for _ in range(tries):
+        t = time.perf_counter()
+        for _ in range(200):
+            a @ a
+        times.append(time.perf_counter() - t)
+        time.sleep(0.5)
+    return min(times), max(times)
+
+
 def header() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    load = os.getloadavg()[0]
+    fast, slow = host_noise()
     return (f"Measured {datetime.date.today().isoformat()} on {platform.machine()} {os.cpu_count()} CPU cores "
             f"({platform.processor() or platform.platform()}), {gpu}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} intra-op threads, load average {os.getloadavg()[0]:.2f} at the start.")
+            f"{torch.get_num_threads()} intra-op threads, load average {load:.2f} at the start. The host's own "
+            f"noise just before: a fixed matrix-product loop took {fast:.2f} to {slow:.2f} s over 8 tries "
+            f"(slowest {slow / fast - 1:.0%} above the fastest), so two times of this file that differ by less are "
+            "not told apart by it.")
 
 
 def digits_table(names, seeds=(0, 1, 2)) -> str:
@@ -151,21 +175,37 @@ def targets_sentence(summary: dict) -> str:
     return " ".join(says)
 
 
-def step_cost_table(methods=None, dataset="fashion_mnist") -> str:
+def step_cost_table(methods=None, dataset="fashion_mnist", steps=120) -> str:
     import step_cost
 
-    rows = step_cost.main([*(methods or []), "--dataset", dataset])
+    rows = step_cost.main([*(methods or []), "--dataset", dataset, "--steps", str(steps)])
     lines = [f"{dataset}, width 16, B = 16, each method's own mu; images through the network per step (with "
-             "gradient + without), one training step as the loop runs it, a bare forward + backward of the same "
-             "images through the classifier, the method's own passes on the same (ready-made) images with their "
-             "backward (decoders, heads and double backward included), and the step's ratio to each "
-             "(`benchmarks/README.md`).", "",
+             f"gradient + without), one training step as the loop runs it ({steps} timed steps in bursts of 10), a "
+             "bare forward + backward of the same images through the classifier, the method's own passes on the same "
+             "(ready-made) images with their "
+             "backward (decoders, heads and double backward included), and the step's ratio to each: the median of "
+             "its ratios over the bursts, each reference timed right after its burst (`benchmarks/README.md`; the "
+             "milliseconds are medians too).", "",
              "| method | images / step | step (ms) | bare fwd+bwd (ms) | step / bare | own passes (ms) | step / own |",
              "|---|---|---|---|---|---|---|"]
-    for name, n_grad, n_nograd, per_step, bare, own in rows:
+    lumps = []
+    for name, n_grad, n_nograd, per_step, bare, own, lump, r_bare, r_own in rows:
         lines.append(f"| {name} | {n_grad} + {n_nograd} | {per_step * 1e3:.1f} | {bare * 1e3:.1f} | "
-                     f"{per_step / bare:.2f} | {own * 1e3:.1f} | {per_step / own:.2f} |")
+                     f"{r_bare:.2f} | {own * 1e3:.1f} | {r_own:.2f} |")
+        if lump:
+            lumps.append(f"{name}: {sum(lump.values()):.1f} s ({', '.join(lump)})")
+    if lumps:
+        lines += ["", "Whole-dataset passes (`ctx.lump`) timed by the loop and left out of the step: "
+                  + "; ".join(lumps) + f", in runs of {steps} steps on {dataset}."]
     return "\n".join(lines)
+
+
+def gpu_note() -> str:
+    if not torch.cuda.is_available():
+        return ("No GPU on this machine, so nothing here times the CUDA path or the GPU recipe of `03_fixmatch` "
+                "(CIFAR-10, WRN-28-2, mixed precision).")
+    return (f"A GPU was present ({torch.cuda.get_device_name(0)}): the training runs above used it (the loop's "
+            "default device), the step-cost table included.")
 
 
 def notebook_memory(name="00_start_here") -> str:
@@ -212,10 +252,17 @@ if __name__ == "__main__":
         runs = ([json.loads(line) for line in a.fashion_from.read_text().splitlines() if line.strip()]
                 if a.fashion_from else fashion_runs(long_steps=a.long_steps, log=a.fashion_log))
         sections += ["## Fashion-MNIST, the real-images preset", fashion_table(runs)]
+        if a.fashion_from:
+            loads = [r["load_at_start"] for r in runs]
+            sections.append(f"Not trained in this benchmark: the table is rebuilt from the run records in "
+                            f"`{a.fashion_from.as_posix()}` ({len(runs)} runs, one after the other, load average "
+                            f"{min(loads):.2f} to {max(loads):.2f} at the start of a run); the header above does not "
+                            "describe them.")
     if a.all or a.digits:
         sections += ["## Digits, every method at its notebook defaults", digits_table(a.methods or list(METHODS))]
     if a.all or a.notebook_memory:
         sections += ["## Notebook memory", notebook_memory()]
+    sections += ["## GPU", gpu_note()]
     if a.write:
         a.write.write_text("# Benchmark results (generated by `make bench`)\n\n" + "\n\n".join(sections) + "\n")
         print(f"written to {a.write}")

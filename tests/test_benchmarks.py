@@ -79,3 +79,14 @@ def test_the_fashion_table_reads_its_targets_from_the_measured_numbers():
     assert "Best method: **fixmatch**" in table and "within 10x) is **not met**" in table
     behind = sup + [_fashion_record("fixmatch", s, a, 150.0) for s, a in enumerate((0.64, 0.80, 0.84))]
     assert "not ahead of supervised on every seed" in bench.fashion_table(behind)
+
+
+def test_interleaved_times_the_step_and_its_references_after_every_burst():
+    # FixMatch on digits, 6 steps in bursts of 2: three bursts, each with its own counts and ratios; the counts are
+    # the same as a plain timed run's (B + 2 mu B with gradient, nothing without)
+    opts = dict(width=8, batch_size=4, labels_per_class=2, mu=2)
+    name, n_grad, n_nograd, step, bare, own, lumps, ratios = step_cost.interleaved(
+        "fixmatch", "digits", opts, steps=6, burst=2, repeats=1)
+    assert name == "fixmatch" and (n_grad, n_nograd) == (4 + 2 * 2 * 4, 0)
+    assert len(ratios) == 3 and min(step, bare, own) > 0 and lumps == {}
+    assert all(a > 0 and b > 0 for a, b in ratios)
