@@ -259,7 +259,11 @@ if __name__ == "__main__":
                             f"{min(loads):.2f} to {max(loads):.2f} at the start of a run); the header above does not "
                             "describe them.")
     if a.all or a.digits:
-        sections += ["## Digits, every method at its notebook defaults", digits_table(a.methods or list(METHODS))]
+        sections += ["## Digits, every method at its notebook defaults",
+                     "All on the balanced split with 2 labels per class, so CoSSL and OpenMatch run here without the "
+                     "long-tailed or open-set data they are made for, and the inversion with fewer labels than its "
+                     "notebook's 5 per class; their own notebooks (08, 09, 07) measure them on their settings.",
+                     digits_table(a.methods or list(METHODS))]
     if a.all or a.notebook_memory:
         sections += ["## Notebook memory", notebook_memory()]
     sections += ["## GPU", gpu_note()]
