@@ -145,9 +145,10 @@ def _median_seconds(fn, repeats=20, warmup=3):
 
 def bare_step(model, shape, n_grad, n_nograd, num_classes, repeats=20, warmup=3):
     model = copy.deepcopy(model).train()
-    x = torch.rand(max(n_grad, 1), *shape)
-    xn = torch.rand(max(n_nograd, 1), *shape)
-    y = torch.randint(0, num_classes, (max(n_grad, 1),))
+    dev = next(model.parameters()).device  # the run's device (a GPU when there is one)
+    x = torch.rand(max(n_grad, 1), *shape, device=dev)
+    xn = torch.rand(max(n_nograd, 1), *shape, device=dev)
+    y = torch.randint(0, num_classes, (max(n_grad, 1),), device=dev)
 
     def once():
         if n_nograd:

@@ -111,6 +111,14 @@ def per_class_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int) ->
     return out
 
 
+def confusion_matrix(y_true, y_pred, num_classes: int) -> torch.Tensor:
+    """``[C, C]`` counts: row i, column j = images of true class i predicted (or pseudo-labelled) j."""
+    y_true, y_pred = torch.as_tensor(y_true).cpu(), torch.as_tensor(y_pred).cpu()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    cm.index_put_((y_true, y_pred), torch.ones_like(y_true), accumulate=True)
+    return cm
+
+
 def balanced_accuracy(per_class: list[float]) -> float:
     """Mean of the per-class accuracies (classes without test images are left out)."""
     vals = [v for v in per_class if v == v]

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .data import Dataset, to_float
+from .evaluation import confusion_matrix
 
 PROJECTOR_STYLE = {"font.size": 13, "axes.titlesize": 15, "axes.labelsize": 13, "legend.fontsize": 12,
                    "xtick.labelsize": 12, "ytick.labelsize": 12, "figure.dpi": 90, "axes.grid": True,
@@ -142,9 +143,7 @@ def confidence_histogram(conf: torch.Tensor, correct: torch.Tensor, tau: float, 
 
 def confusion_matrix_plot(y_true, y_pred, num_classes: int, class_names=None, ax=None, title="Pseudo-labels"):
     """Rows: hidden true class; columns: pseudo-label. Counts in each cell."""
-    y_true, y_pred = torch.as_tensor(y_true).cpu(), torch.as_tensor(y_pred).cpu()
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    cm.index_put_((y_true, y_pred), torch.ones_like(y_true), accumulate=True)
+    cm = confusion_matrix(y_true, y_pred, num_classes)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 5.2))
     ax.imshow(cm, cmap="Blues")

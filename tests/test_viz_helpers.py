@@ -39,3 +39,10 @@ def test_plot_threshold_sweep_draws_both_curves_and_tau():
     assert len(ax.lines) == 3
     assert "tau = 0.50" in [t.get_text() for t in ax.get_legend().get_texts()]
     plt.close(ax.figure)
+
+
+def test_confusion_matrix_counts_true_rows_against_predicted_columns():
+    from sslteach.evaluation import confusion_matrix
+
+    cm = confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]

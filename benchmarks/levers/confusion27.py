@@ -27,18 +27,14 @@ import torch
 
 from sslteach import prepare_run, run
 from sslteach.data import FASHION_CLASSES
-from sslteach.evaluation import predict_logits
+from sslteach.evaluation import confusion_matrix, predict_logits
 from sslteach.presets import get_preset
+from sslteach.viz import pct
 
 HERE = Path(__file__).resolve().parent
 UPPER = (0, 2, 3, 4, 6)  # T-shirt/top, pullover, dress, coat, shirt: the upper-body garments
 HARD = (2, 4, 6)
 TAUS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
-
-
-def confusion(pred: torch.Tensor, y: torch.Tensor, k: int) -> list[list[int]]:
-    """``m[i][j]``: images of true class i predicted as j."""
-    return torch.bincount(y * k + pred, minlength=k * k).view(k, k).tolist()
 
 
 def sweep(probs: torch.Tensor, y: torch.Tensor, taus=TAUS) -> dict:
@@ -77,8 +73,8 @@ def measure(method: str, seed: int, steps: int | None = None) -> dict:
     k = split.num_classes
     rec = {"method": method, "seed": seed, "accuracy": r.test_accuracy, "seconds": time.perf_counter() - t,
            "threads": torch.get_num_threads(), "load_at_start": os.getloadavg()[0],
-           "test_confusion": confusion(predict_logits(r.report_model(), split.x_test).argmax(1).cpu(),
-                                       split.y_test.cpu(), k)}
+           "test_confusion": confusion_matrix(split.y_test, predict_logits(r.report_model(), split.x_test).argmax(1),
+                                              k).tolist()}
     if method == "fixmatch":
         probs = predict_logits(r.model, split.x_ulb).softmax(1).cpu()
         rec["sweep"] = sweep(probs, split.y_ulb.cpu())
@@ -90,7 +86,7 @@ def measure(method: str, seed: int, steps: int | None = None) -> dict:
 
 
 def _pct(x) -> str:
-    return "—" if x != x else f"{x:.0%}"
+    return pct(x, ".0%")
 
 
 def tables(recs: list[dict]) -> str:
